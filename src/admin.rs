@@ -1,0 +1,68 @@
+//! The admin listener: liveness, readiness and metrics, away from the registry port so
+//! that neither registry clients nor an auth layer can interfere with probes.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::upstream::Upstream;
+
+pub struct AdminApp {
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Renders `/metrics`; `None` answers 404.
+    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = session.req_header().uri.path().to_owned();
+        match path.as_str() {
+            "/healthz" => text(200, "ok\n".into()),
+            "/readyz" => {
+                let checks = futures::future::join_all(
+                    self.upstreams
+                        .iter()
+                        .map(|u| async move { (u.name.clone(), u.is_ready().await) }),
+                )
+                .await;
+                let ready = checks.iter().all(|(_, ok)| *ok);
+                let body = checks
+                    .iter()
+                    .map(|(n, ok)| {
+                        format!("upstream {n}: {}\n", if *ok { "ok" } else { "unreachable" })
+                    })
+                    .collect::<String>();
+                text(if ready { 200 } else { 503 }, body)
+            }
+            "/metrics" => match &self.metrics {
+                Some(render) => {
+                    let mut r = text(200, render());
+                    r.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("text/plain; version=0.0.4"),
+                    );
+                    r
+                }
+                None => text(404, "metrics disabled\n".into()),
+            },
+            _ => text(404, "not found\n".into()),
+        }
+    }
+}
+
+fn text(status: u16, body: String) -> Response<Vec<u8>> {
+    let mut r = Response::new(body.into_bytes());
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    let len = r.body().len();
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    r
+}

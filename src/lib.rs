@@ -1,0 +1,23 @@
+//! margo-proxy: a Pingora reverse proxy that fronts an OCI registry and adds Margo semantics.
+//!
+//! Where to look:
+//! - [`oci`]: the OCI Distribution vocabulary (paths, names, digests, error bodies);
+//! - [`config`]: the YAML file and its checks;
+//! - [`upstream`]: reaching upstream registries, routing names to them, rewriting URLs;
+//! - [`proxy`]: the Pingora `ProxyHttp` glue that ties it together per request;
+//! - [`admin`]: health, readiness and metrics on their own listener;
+//! - [`server`]: turning a config into running Pingora services.
+
+pub mod admin;
+pub mod config;
+pub mod logging;
+pub mod oci;
+pub mod proxy;
+pub mod server;
+pub mod upstream;
+
+/// Selects the process-wide rustls crypto provider (ring, the one Pingora uses) so that
+/// every TLS client in the process shares a single backend. Idempotent.
+pub fn install_crypto_provider() {
+    pingora::tls::install_default_crypto_provider();
+}

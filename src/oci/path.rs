@@ -1,0 +1,354 @@
+//! Parsing `/v2/...` request paths into the operation they name.
+//!
+//! Repository names may contain `/`, so the path is read from its end: the last segments
+//! say which endpoint it is, everything before them is the name.
+
+use super::digest::{Digest, DigestError};
+use super::name::{NameError, RepoName};
+
+/// A manifest reference: a tag or a digest.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Reference {
+    Tag(String),
+    Digest(Digest),
+}
+
+impl Reference {
+    pub fn parse(s: &str) -> Result<Self, PathError> {
+        if s.contains(':') {
+            return Ok(Reference::Digest(s.parse()?));
+        }
+        if valid_tag(s) {
+            Ok(Reference::Tag(s.to_owned()))
+        } else {
+            Err(PathError::BadTag(s.chars().take(140).collect()))
+        }
+    }
+
+    pub fn as_tag(&self) -> Option<&str> {
+        match self {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        }
+    }
+
+    pub fn as_digest(&self) -> Option<&Digest> {
+        match self {
+            Reference::Digest(d) => Some(d),
+            Reference::Tag(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Reference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reference::Tag(t) => f.write_str(t),
+            Reference::Digest(d) => d.fmt(f),
+        }
+    }
+}
+
+/// `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`
+pub fn valid_tag(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b[1..]
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+/// The endpoint a request addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OciRoute {
+    /// `/v2/`
+    Ping,
+    /// `/v2/_catalog`
+    Catalog,
+    /// `/v2/<name>/manifests/<reference>`
+    Manifest {
+        name: RepoName,
+        reference: Reference,
+    },
+    /// `/v2/<name>/blobs/<digest>`
+    Blob { name: RepoName, digest: Digest },
+    /// `/v2/<name>/blobs/uploads/`
+    UploadStart { name: RepoName },
+    /// `/v2/<name>/blobs/uploads/<session>`
+    UploadSession { name: RepoName, session: String },
+    /// `/v2/<name>/tags/list`
+    TagsList { name: RepoName },
+    /// `/v2/<name>/referrers/<digest>`
+    Referrers { name: RepoName, digest: Digest },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PathError {
+    #[error("not an OCI distribution API path")]
+    NotOci,
+    #[error("invalid repository name: {0}")]
+    Name(#[from] NameError),
+    #[error("invalid digest: {0}")]
+    Digest(#[from] DigestError),
+    #[error("invalid tag `{0}`")]
+    BadTag(String),
+}
+
+impl OciRoute {
+    /// Parses the path part of a request URI (no query string).
+    pub fn parse(path: &str) -> Result<Self, PathError> {
+        let rest = match path {
+            "/v2" | "/v2/" => return Ok(OciRoute::Ping),
+            p => p.strip_prefix("/v2/").ok_or(PathError::NotOci)?,
+        };
+        if rest == "_catalog" {
+            return Ok(OciRoute::Catalog);
+        }
+        let segs: Vec<&str> = rest.split('/').collect();
+        let n = segs.len();
+        let name_of = |end: usize| -> Result<RepoName, PathError> {
+            if end == 0 {
+                return Err(PathError::NotOci);
+            }
+            Ok(RepoName::parse(&segs[..end].join("/"))?)
+        };
+        if n >= 3 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
+            let name = name_of(n - 3)?;
+            return Ok(match segs[n - 1] {
+                "" => OciRoute::UploadStart { name },
+                session if valid_session(session) => OciRoute::UploadSession {
+                    name,
+                    session: session.to_owned(),
+                },
+                _ => return Err(PathError::NotOci),
+            });
+        }
+        if n >= 2 {
+            let last = segs[n - 1];
+            match segs[n - 2] {
+                "tags" if last == "list" => {
+                    return Ok(OciRoute::TagsList {
+                        name: name_of(n - 2)?,
+                    })
+                }
+                "manifests" => {
+                    let reference = Reference::parse(&percent_decode_colon(last))?;
+                    return Ok(OciRoute::Manifest {
+                        name: name_of(n - 2)?,
+                        reference,
+                    });
+                }
+                "blobs" if last == "uploads" => {
+                    return Ok(OciRoute::UploadStart {
+                        name: name_of(n - 2)?,
+                    })
+                }
+                "blobs" => {
+                    let digest = percent_decode_colon(last).parse()?;
+                    return Ok(OciRoute::Blob {
+                        name: name_of(n - 2)?,
+                        digest,
+                    });
+                }
+                "referrers" => {
+                    let digest = percent_decode_colon(last).parse()?;
+                    return Ok(OciRoute::Referrers {
+                        name: name_of(n - 2)?,
+                        digest,
+                    });
+                }
+                _ => {}
+            }
+        }
+        Err(PathError::NotOci)
+    }
+
+    pub fn name(&self) -> Option<&RepoName> {
+        match self {
+            OciRoute::Ping | OciRoute::Catalog => None,
+            OciRoute::Manifest { name, .. }
+            | OciRoute::Blob { name, .. }
+            | OciRoute::UploadStart { name }
+            | OciRoute::UploadSession { name, .. }
+            | OciRoute::TagsList { name }
+            | OciRoute::Referrers { name, .. } => Some(name),
+        }
+    }
+}
+
+/// Upload session ids are opaque to clients but come from the registry: allow what
+/// registries use (UUIDs, base64url) and nothing that could change the path's meaning.
+fn valid_session(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 512
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'=' | b'.' | b'~'))
+        && s != "."
+        && s != ".."
+}
+
+/// Clients may send the `:` of a digest percent-encoded.
+fn percent_decode_colon(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('%') {
+        std::borrow::Cow::Owned(s.replace("%3A", ":").replace("%3a", ":"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+/// Which OCI operation a request is, for metrics and logs (low cardinality by design).
+pub fn operation(route: &Result<OciRoute, PathError>, method: &http::Method) -> &'static str {
+    use http::Method as M;
+    let Ok(route) = route else {
+        return "other";
+    };
+    match (route, method) {
+        (OciRoute::Ping, _) => "ping",
+        (OciRoute::Catalog, _) => "catalog",
+        (OciRoute::Manifest { .. }, &M::GET) => "manifest_get",
+        (OciRoute::Manifest { .. }, &M::HEAD) => "manifest_head",
+        (OciRoute::Manifest { .. }, &M::PUT) => "manifest_put",
+        (OciRoute::Manifest { .. }, &M::DELETE) => "manifest_delete",
+        (OciRoute::Blob { .. }, &M::GET) => "blob_get",
+        (OciRoute::Blob { .. }, &M::HEAD) => "blob_head",
+        (OciRoute::Blob { .. }, &M::DELETE) => "blob_delete",
+        (OciRoute::UploadStart { .. }, &M::POST) => "upload_start",
+        (OciRoute::UploadSession { .. }, &M::PATCH) => "upload_chunk",
+        (OciRoute::UploadSession { .. }, &M::PUT) => "upload_complete",
+        (OciRoute::UploadSession { .. }, &M::GET) => "upload_status",
+        (OciRoute::UploadSession { .. }, &M::DELETE) => "upload_cancel",
+        (OciRoute::TagsList { .. }, _) => "tags_list",
+        (OciRoute::Referrers { .. }, _) => "referrers",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const D: &str = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+    fn name(s: &str) -> RepoName {
+        RepoName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn parses_every_endpoint() {
+        let cases: Vec<(String, OciRoute)> = vec![
+            ("/v2/".into(), OciRoute::Ping),
+            ("/v2".into(), OciRoute::Ping),
+            ("/v2/_catalog".into(), OciRoute::Catalog),
+            (
+                "/v2/apps/a/manifests/1.0.0".into(),
+                OciRoute::Manifest {
+                    name: name("apps/a"),
+                    reference: Reference::Tag("1.0.0".into()),
+                },
+            ),
+            (
+                format!("/v2/a/manifests/{}", D.replace(':', "%3A")),
+                OciRoute::Manifest {
+                    name: name("a"),
+                    reference: Reference::Digest(D.parse().unwrap()),
+                },
+            ),
+            (
+                format!("/v2/x/y/blobs/{D}"),
+                OciRoute::Blob {
+                    name: name("x/y"),
+                    digest: D.parse().unwrap(),
+                },
+            ),
+            (
+                "/v2/x/blobs/uploads/".into(),
+                OciRoute::UploadStart { name: name("x") },
+            ),
+            (
+                "/v2/x/blobs/uploads".into(),
+                OciRoute::UploadStart { name: name("x") },
+            ),
+            (
+                "/v2/x/blobs/uploads/3f1c-aa_b=".into(),
+                OciRoute::UploadSession {
+                    name: name("x"),
+                    session: "3f1c-aa_b=".into(),
+                },
+            ),
+            (
+                "/v2/x/tags/list".into(),
+                OciRoute::TagsList { name: name("x") },
+            ),
+            (
+                format!("/v2/x/referrers/{D}"),
+                OciRoute::Referrers {
+                    name: name("x"),
+                    digest: D.parse().unwrap(),
+                },
+            ),
+        ];
+        for (path, want) in cases {
+            assert_eq!(OciRoute::parse(&path), Ok(want), "{path}");
+        }
+    }
+
+    #[test]
+    fn names_that_look_like_endpoints_still_parse() {
+        // A repository literally named `manifests/x` is legal.
+        assert_eq!(
+            OciRoute::parse("/v2/manifests/x/tags/list"),
+            Ok(OciRoute::TagsList {
+                name: name("manifests/x")
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_bad_paths() {
+        assert_eq!(OciRoute::parse("/healthz"), Err(PathError::NotOci));
+        assert_eq!(OciRoute::parse("/v2/x/unknown"), Err(PathError::NotOci));
+        assert_eq!(OciRoute::parse("/v2/manifests/1"), Err(PathError::NotOci));
+        assert!(matches!(
+            OciRoute::parse("/v2/UPPER/tags/list"),
+            Err(PathError::Name(_))
+        ));
+        assert!(matches!(
+            OciRoute::parse("/v2/x/manifests/-bad"),
+            Err(PathError::BadTag(_))
+        ));
+        assert!(matches!(
+            OciRoute::parse("/v2/x/blobs/sha256:zz"),
+            Err(PathError::Digest(_))
+        ));
+        assert_eq!(
+            OciRoute::parse("/v2/x/blobs/uploads/.."),
+            Err(PathError::NotOci)
+        );
+        assert!(OciRoute::parse("/v2/../x/tags/list").is_err());
+    }
+
+    #[test]
+    fn tags_follow_grammar() {
+        assert!(valid_tag("latest"));
+        assert!(valid_tag("_x.y-z"));
+        assert!(valid_tag(&"a".repeat(128)));
+        assert!(!valid_tag(&"a".repeat(129)));
+        assert!(!valid_tag(".a"));
+        assert!(!valid_tag(""));
+    }
+
+    #[test]
+    fn classifies_operations() {
+        let r = OciRoute::parse("/v2/x/blobs/uploads/abc");
+        assert_eq!(operation(&r, &http::Method::PATCH), "upload_chunk");
+        assert_eq!(operation(&r, &http::Method::PUT), "upload_complete");
+        let r = OciRoute::parse("/v2/x/manifests/1");
+        assert_eq!(operation(&r, &http::Method::HEAD), "manifest_head");
+        assert_eq!(
+            operation(&OciRoute::parse("/nope"), &http::Method::GET),
+            "other"
+        );
+    }
+}

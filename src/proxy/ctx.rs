@@ -1,0 +1,98 @@
+//! What the proxy learns about one request as it passes the Pingora phases.
+
+use std::time::Instant;
+
+use crate::oci::OciRoute;
+use crate::upstream::forward::Forward;
+
+/// Per-request state. Fields are filled phase by phase; `None` means "not reached".
+pub struct RequestCtx {
+    pub started: Instant,
+    pub request_id: String,
+    pub operation: &'static str,
+    pub route: Option<OciRoute>,
+    pub forward: Option<Forward>,
+    /// The `Host` the client used (for `X-Forwarded-Host` and URL rewriting).
+    pub client_host: Option<String>,
+    /// `https` when the client came in over TLS.
+    pub client_tls: bool,
+    /// Where clients reach the proxy, e.g. `https://registry.example.com`.
+    pub public_base: String,
+    /// Replacement `Authorization` for the upstream (the proxy's own credentials).
+    pub upstream_authorization: Option<String>,
+    /// Set when the proxy answered itself (no upstream involved, or re-issued).
+    pub answered_status: Option<u16>,
+    /// Why the proxy refused, for the access log.
+    pub refusal: Option<String>,
+    pub upstream_started: Option<Instant>,
+    pub upstream_elapsed: Option<std::time::Duration>,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: String::new(),
+            operation: "other",
+            route: None,
+            forward: None,
+            client_host: None,
+            client_tls: false,
+            public_base: String::new(),
+            upstream_authorization: None,
+            answered_status: None,
+            refusal: None,
+            upstream_started: None,
+            upstream_elapsed: None,
+        }
+    }
+
+    pub fn repository(&self) -> Option<&str> {
+        self.route
+            .as_ref()
+            .and_then(|r| r.name())
+            .map(|n| n.as_str())
+    }
+
+    pub fn reference(&self) -> Option<String> {
+        match &self.route {
+            Some(OciRoute::Manifest { reference, .. }) => Some(reference.to_string()),
+            Some(OciRoute::Blob { digest, .. }) | Some(OciRoute::Referrers { digest, .. }) => {
+                Some(digest.to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Accept a caller's request id when it is short and printable, else make one: ids end up
+/// in logs and headers, so they must not carry control characters or megabytes.
+pub fn request_id(incoming: Option<&str>) -> String {
+    match incoming {
+        Some(id)
+            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            id.to_owned()
+        }
+        _ => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_sanitised() {
+        assert_eq!(request_id(Some("abc-123")), "abc-123");
+        assert_ne!(request_id(Some("evil\nlog line")), "evil\nlog line");
+        assert_eq!(request_id(Some(&"x".repeat(500))).len(), 36);
+        assert_eq!(request_id(None).len(), 36);
+    }
+}

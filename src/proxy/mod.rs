@@ -1,0 +1,290 @@
+//! The Pingora `ProxyHttp` glue: each phase hands the request to the pure logic in the
+//! other modules and applies the answer. Nothing here decides policy on its own.
+
+pub mod ctx;
+mod manifest_put;
+pub mod respond;
+mod rewrite;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::{Error, ErrorType, Result};
+
+use crate::config::{Config, Limits};
+use crate::oci::path::{operation, PathError};
+use crate::oci::{OciError, OciErrorCode, OciRoute};
+use crate::upstream::forward::{self, ForwardError};
+use crate::upstream::routing::{RouteError, Router};
+use crate::upstream::{credentials, Upstream};
+use ctx::RequestCtx;
+
+/// Everything requests share, built once from the config.
+pub struct ProxyState {
+    pub upstreams: Vec<Arc<Upstream>>,
+    pub router: Router,
+    pub public_url: Option<String>,
+    pub limits: Limits,
+    pub downstream_keepalive_secs: u64,
+}
+
+impl ProxyState {
+    pub fn from_config(config: &Config) -> std::result::Result<Self, String> {
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| Upstream::from_config(&u.value, &config.timeouts).map(Arc::new))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        Ok(ProxyState {
+            upstreams,
+            router: Router::from_config(config)?,
+            public_url: config
+                .public_url
+                .as_ref()
+                .map(|u| u.value.trim_end_matches('/').to_owned()),
+            limits: config.limits.clone(),
+            downstream_keepalive_secs: config.timeouts.downstream_keepalive.as_secs(),
+        })
+    }
+}
+
+pub struct MargoProxy {
+    pub state: Arc<ProxyState>,
+}
+
+impl MargoProxy {
+    /// Parses and routes the request; fills `ctx` or says why the proxy refuses it.
+    async fn prepare(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), OciError> {
+        let req = session.req_header();
+        let path = req.uri.path().to_owned();
+        let parsed = OciRoute::parse(&path);
+        ctx.operation = operation(&parsed, &req.method);
+        let route = parsed.map_err(|e| path_error(e, &req.method))?;
+        let fwd = forward::plan(&self.state.router, &route, &path, req.uri.query())
+            .map_err(forward_error)?;
+        let upstream = &self.state.upstreams[fwd.upstream];
+        if let Some(creds) = &upstream.credentials {
+            let scopes = credentials::scopes_for(
+                &req.method,
+                fwd.matched.as_ref().map(|m| m.upstream_name.as_str()),
+                fwd.mount_from.as_deref(),
+                matches!(route, OciRoute::Catalog),
+            );
+            ctx.upstream_authorization = creds.authorization(&scopes).await.map_err(|e| {
+                tracing::warn!(upstream = %upstream.name, error = %e, "upstream credentials failed");
+                OciError::new(OciErrorCode::Unavailable, format!("upstream `{}`: {e}", upstream.name))
+            })?;
+        }
+        ctx.route = Some(route);
+        ctx.forward = Some(fwd);
+        Ok(())
+    }
+
+    fn upstream_of(&self, ctx: &RequestCtx) -> Option<&Arc<Upstream>> {
+        ctx.forward
+            .as_ref()
+            .and_then(|f| self.state.upstreams.get(f.upstream))
+    }
+}
+
+fn path_error(e: PathError, method: &http::Method) -> OciError {
+    match e {
+        PathError::NotOci => OciError::new(
+            OciErrorCode::Unsupported,
+            "not an OCI distribution API endpoint",
+        )
+        .with_status(404),
+        PathError::Name(e) => OciError::new(OciErrorCode::NameInvalid, e.to_string()),
+        PathError::Digest(e) => OciError::new(OciErrorCode::DigestInvalid, e.to_string()),
+        PathError::BadTag(t) if method == http::Method::PUT => {
+            OciError::new(OciErrorCode::ManifestInvalid, format!("invalid tag `{t}`"))
+        }
+        PathError::BadTag(t) => {
+            OciError::new(OciErrorCode::ManifestUnknown, format!("invalid tag `{t}`"))
+        }
+    }
+}
+
+fn forward_error(e: ForwardError) -> OciError {
+    match e {
+        ForwardError::Route(RouteError::NoRoute(n)) => OciError::new(
+            OciErrorCode::NameUnknown,
+            format!("no route serves repository `{n}`"),
+        ),
+        ForwardError::Route(e @ RouteError::BadRewrite(_)) => {
+            OciError::new(OciErrorCode::NameInvalid, e.to_string())
+        }
+        e @ ForwardError::BadMountFrom(_) => {
+            OciError::new(OciErrorCode::NameInvalid, e.to_string())
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for MargoProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        session.set_keepalive(Some(self.state.downstream_keepalive_secs));
+        ctx.request_id = ctx::request_id(
+            session
+                .req_header()
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
+        );
+        ctx.client_tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .is_some();
+        ctx.client_host = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| session.req_header().uri.authority().map(|a| a.as_str()))
+            .map(str::to_owned);
+        ctx.public_base = match (&self.state.public_url, &ctx.client_host) {
+            (Some(u), _) => u.clone(),
+            (None, Some(h)) => format!("{}://{h}", if ctx.client_tls { "https" } else { "http" }),
+            (None, None) => String::new(),
+        };
+        if let Err(e) = self.prepare(session, ctx).await {
+            respond::oci_error(session, ctx, &e).await?;
+            return Ok(true);
+        }
+        if ctx.operation == "manifest_put" {
+            manifest_put::handle(self, session, ctx).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let upstream = self
+            .upstream_of(ctx)
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request was not routed"))?;
+        let peer = upstream
+            .peer()
+            .await
+            .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e.to_string()))?;
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(fwd), Some(upstream)) = (ctx.forward.as_ref(), self.upstream_of(ctx)) else {
+            return Error::e_explain(ErrorType::InternalError, "request was not routed");
+        };
+        let uri: http::Uri = fwd
+            .path_and_query
+            .parse()
+            .map_err(|_| Error::explain(ErrorType::InternalError, "bad upstream path"))?;
+        req.set_uri(uri);
+        req.insert_header(http::header::HOST, upstream.base.authority())?;
+        rewrite::forwarded_headers(session, req, ctx)?;
+        if upstream.credentials.is_some() {
+            // The client's credentials are for the proxy; the upstream gets the proxy's own.
+            req.remove_header(&http::header::AUTHORIZATION);
+            if let Some(a) = &ctx.upstream_authorization {
+                req.insert_header(http::header::AUTHORIZATION, a.as_str())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.upstream_elapsed = ctx.upstream_started.map(|s| s.elapsed());
+        if let Some(upstream) = self.upstream_of(ctx) {
+            if let Some(creds) = &upstream.credentials {
+                if resp.status == http::StatusCode::UNAUTHORIZED {
+                    // Our token or challenge knowledge is stale: relearn on the next request.
+                    creds.forget().await;
+                }
+                // The upstream's challenge is about the proxy's account, not the client's.
+                resp.remove_header(&http::header::WWW_AUTHENTICATE);
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(upstream) = self.upstream_of(ctx).cloned() {
+            rewrite::response_urls(resp, ctx, &upstream)?;
+        }
+        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let (code, message) = match e.etype() {
+            ErrorType::HTTPStatus(code) => (*code, "request refused".to_owned()),
+            _ => match e.esource() {
+                pingora::ErrorSource::Upstream => (502, "upstream registry unavailable".to_owned()),
+                pingora::ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        (0, String::new())
+                    }
+                    _ => (400, "bad request".to_owned()),
+                },
+                _ => (502, "upstream registry unavailable".to_owned()),
+            },
+        };
+        if code > 0 {
+            let err = OciError::new(OciErrorCode::Unavailable, message).with_status(code);
+            if let Err(write_err) = respond::oci_error(session, ctx, &err).await {
+                tracing::debug!(error = %write_err, "could not send error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .or(ctx.answered_status)
+            .unwrap_or(0);
+        crate::logging::access(session, e, ctx, status);
+    }
+}

@@ -1,0 +1,81 @@
+//! Header rewriting in both directions: forwarding headers going up, URLs coming back.
+
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::ctx::RequestCtx;
+use crate::upstream::location::UrlRewrite;
+use crate::upstream::Upstream;
+
+/// `X-Forwarded-For/Proto/Host` and the request id, so upstream logs and URL building know
+/// who really asked.
+pub fn forwarded_headers(
+    session: &Session,
+    req: &mut RequestHeader,
+    ctx: &RequestCtx,
+) -> Result<()> {
+    if let Some(ip) = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+    {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
+            _ => ip.to_string(),
+        };
+        req.insert_header("X-Forwarded-For", xff)?;
+    }
+    req.insert_header(
+        "X-Forwarded-Proto",
+        if ctx.client_tls { "https" } else { "http" },
+    )?;
+    if let Some(h) = &ctx.client_host {
+        req.insert_header("X-Forwarded-Host", h.as_str())?;
+    }
+    req.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    Ok(())
+}
+
+/// Points `Location` and `Link` back at the proxy under the client's repository name.
+pub fn response_urls(
+    resp: &mut ResponseHeader,
+    ctx: &RequestCtx,
+    upstream: &Upstream,
+) -> Result<()> {
+    let matched = ctx.forward.as_ref().and_then(|f| f.matched.as_ref());
+    let client_name = ctx.repository();
+    let rw = UrlRewrite {
+        upstream: &upstream.base,
+        client_host: ctx.client_host.as_deref(),
+        public_base: &ctx.public_base,
+        upstream_name: matched.map(|m| m.upstream_name.as_str()),
+        client_name,
+    };
+    if let Some(loc) = resp
+        .headers
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| rw.location(v))
+    {
+        resp.insert_header(http::header::LOCATION, loc)?;
+    }
+    let links: Vec<String> = resp
+        .headers
+        .get_all(http::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(|v| rw.link(v))
+        .collect();
+    if !links.is_empty() {
+        resp.remove_header(&http::header::LINK);
+        for l in links {
+            resp.append_header(http::header::LINK, l)?;
+        }
+    }
+    Ok(())
+}

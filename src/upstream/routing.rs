@@ -1,0 +1,195 @@
+//! Which upstream holds a repository, and under which name.
+
+use std::sync::Arc;
+
+use globset::{GlobBuilder, GlobMatcher};
+
+use crate::config::{AdmissionMode, Config, Rewrite, RouteKind};
+use crate::oci::RepoName;
+
+/// Repository-name globs: `*` stays inside one path component, `**` spans several.
+pub fn compile_pattern(pattern: &str) -> Result<GlobMatcher, String> {
+    GlobBuilder::new(pattern)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .map_err(|e| e.to_string())
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    pub pattern: String,
+    matcher: GlobMatcher,
+    /// Index into the proxy's upstream list.
+    pub upstream: usize,
+    pub rewrite: Option<Rewrite>,
+    pub kind: RouteKind,
+    pub mode: AdmissionMode,
+    pub extra_tags: Vec<String>,
+    pub allow_index: bool,
+    pub allow_referrers: bool,
+}
+
+/// The outcome of routing one repository name.
+#[derive(Debug, Clone)]
+pub struct RouteMatch {
+    pub route: Arc<Route>,
+    /// The repository's name at the upstream (after rewriting).
+    pub upstream_name: RepoName,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    #[error("no route serves repository `{0}`")]
+    NoRoute(String),
+    #[error("repository `{0}` rewrites to an invalid upstream name")]
+    BadRewrite(String),
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    routes: Vec<Arc<Route>>,
+}
+
+impl Router {
+    pub fn from_config(config: &Config) -> Result<Self, String> {
+        let mut routes = Vec::new();
+        for r in &config.routes {
+            let r = &r.value;
+            let upstream = config
+                .upstreams
+                .iter()
+                .position(|u| u.value.name == r.upstream.value)
+                .ok_or_else(|| format!("unknown upstream `{}`", r.upstream.value))?;
+            routes.push(Arc::new(Route {
+                pattern: r.pattern.clone(),
+                matcher: compile_pattern(&r.pattern)?,
+                upstream,
+                rewrite: r
+                    .rewrite
+                    .clone()
+                    .filter(|rw| !rw.strip.is_empty() || !rw.prefix.is_empty()),
+                kind: r.kind,
+                mode: r.mode,
+                extra_tags: r.extra_tags.clone(),
+                allow_index: r.allow_index,
+                allow_referrers: r.allow_referrers,
+            }));
+        }
+        Ok(Router { routes })
+    }
+
+    pub fn route(&self, name: &RepoName) -> Result<RouteMatch, RouteError> {
+        let route = self
+            .routes
+            .iter()
+            .find(|r| r.matcher.is_match(name.as_str()))
+            .ok_or_else(|| RouteError::NoRoute(name.to_string()))?;
+        let upstream_name = match &route.rewrite {
+            None => name.clone(),
+            Some(rw) => {
+                let rest = name
+                    .as_str()
+                    .strip_prefix(rw.strip.as_str())
+                    .unwrap_or(name.as_str());
+                RepoName::parse(&format!("{}{rest}", rw.prefix))
+                    .map_err(|_| RouteError::BadRewrite(name.to_string()))?
+            }
+        };
+        Ok(RouteMatch {
+            route: route.clone(),
+            upstream_name,
+        })
+    }
+
+    /// The upstream of the route a repository-free request (ping, catalog) goes to:
+    /// the catch-all route's, else the first route's.
+    pub fn default_upstream(&self) -> usize {
+        self.routes
+            .iter()
+            .find(|r| r.pattern == "**")
+            .or_else(|| self.routes.first())
+            .map(|r| r.upstream)
+            .unwrap_or(0)
+    }
+}
+
+impl Route {
+    /// Maps a repository name as the upstream knows it back to the client's name.
+    pub fn to_client_name(&self, upstream_name: &str) -> Option<String> {
+        match &self.rewrite {
+            None => Some(upstream_name.to_owned()),
+            Some(rw) => upstream_name
+                .strip_prefix(rw.prefix.as_str())
+                .map(|rest| format!("{}{rest}", rw.strip)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        let c = Config::parse(
+            r#"
+listeners: [{address: "127.0.0.1:1"}]
+upstreams:
+  - {name: a, url: "http://127.0.0.1:5000"}
+  - {name: b, url: "http://127.0.0.1:5001"}
+routes:
+  - match: "apps/*"
+    upstream: a
+    kind: app
+    rewrite: {strip: "apps/", prefix: "margo/packages/"}
+  - match: "components/**"
+    upstream: b
+  - match: "**"
+    upstream: a
+"#,
+        )
+        .unwrap();
+        Router::from_config(&c).unwrap()
+    }
+
+    fn n(s: &str) -> RepoName {
+        RepoName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn first_match_wins_and_rewrites() {
+        let r = router();
+        let m = r.route(&n("apps/web")).unwrap();
+        assert_eq!(m.route.kind, RouteKind::App);
+        assert_eq!(m.upstream_name.as_str(), "margo/packages/web");
+        assert_eq!(
+            m.route.to_client_name("margo/packages/web").as_deref(),
+            Some("apps/web")
+        );
+        // `*` does not cross a `/`: this falls through to the catch-all.
+        let m = r.route(&n("apps/acme/web")).unwrap();
+        assert_eq!(m.route.pattern, "**");
+        assert_eq!(m.upstream_name.as_str(), "apps/acme/web");
+        let m = r.route(&n("components/x/y")).unwrap();
+        assert_eq!(m.route.upstream, 1);
+    }
+
+    #[test]
+    fn default_upstream_is_catch_all() {
+        assert_eq!(router().default_upstream(), 0);
+    }
+
+    #[test]
+    fn no_route_is_an_error() {
+        let c = Config::parse(
+            "listeners: [{address: \"127.0.0.1:1\"}]\nupstreams: [{name: a, url: \"http://h:1\"}]\nroutes: [{match: \"apps/**\", upstream: a}]\n",
+        )
+        .unwrap();
+        let r = Router::from_config(&c).unwrap();
+        assert_eq!(
+            r.route(&n("other")).unwrap_err(),
+            RouteError::NoRoute("other".into())
+        );
+    }
+}
