@@ -26,6 +26,8 @@ pub struct RequestCtx {
     pub refusal: Option<String>,
     pub upstream_started: Option<Instant>,
     pub upstream_elapsed: Option<std::time::Duration>,
+    /// Response body held back to be rewritten (tags list of a renamed repository).
+    pub body_rewrite: Option<bytes::BytesMut>,
 }
 
 impl RequestCtx {
@@ -44,6 +46,7 @@ impl RequestCtx {
             refusal: None,
             upstream_started: None,
             upstream_elapsed: None,
+            body_rewrite: None,
         }
     }
 

@@ -244,8 +244,42 @@ impl ProxyHttp for MargoProxy {
         if let Some(upstream) = self.upstream_of(ctx).cloned() {
             rewrite::response_urls(resp, ctx, &upstream)?;
         }
+        if rewrite::wants_tags_body_rewrite(ctx, resp) {
+            // The body names the repository as the upstream knows it: it will be rewritten,
+            // so its length changes and the response goes out chunked.
+            resp.remove_header(&http::header::CONTENT_LENGTH);
+            ctx.body_rewrite = Some(bytes::BytesMut::new());
+        }
         resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(buf) = ctx.body_rewrite.as_mut() {
+            if let Some(chunk) = body.take() {
+                if buf.len() + chunk.len() > rewrite::MAX_REWRITTEN_BODY {
+                    return Error::e_explain(
+                        ErrorType::InternalError,
+                        "tags list too large to rewrite",
+                    );
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            if end_of_stream {
+                let raw = std::mem::take(buf).freeze();
+                *body = Some(rewrite::tags_body(
+                    raw,
+                    ctx.repository().unwrap_or_default(),
+                ));
+            }
+        }
+        Ok(None)
     }
 
     async fn fail_to_proxy(

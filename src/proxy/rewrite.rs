@@ -79,3 +79,32 @@ pub fn response_urls(
     }
     Ok(())
 }
+
+/// Largest tags-list body held back for rewriting.
+pub const MAX_REWRITTEN_BODY: usize = 16 << 20;
+
+/// A successful tags list of a repository whose name the route rewrites.
+pub fn wants_tags_body_rewrite(ctx: &RequestCtx, resp: &ResponseHeader) -> bool {
+    ctx.operation == "tags_list"
+        && resp.status == http::StatusCode::OK
+        && ctx
+            .forward
+            .as_ref()
+            .and_then(|f| f.matched.as_ref())
+            .is_some_and(|m| Some(m.upstream_name.as_str()) != ctx.repository())
+}
+
+/// Puts the client's repository name into a tags-list body; anything unexpected is
+/// passed on untouched rather than broken.
+pub fn tags_body(raw: bytes::Bytes, client_name: &str) -> bytes::Bytes {
+    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&raw) else {
+        return raw;
+    };
+    match v.get_mut("name") {
+        Some(name) => *name = serde_json::Value::String(client_name.to_owned()),
+        None => return raw,
+    }
+    serde_json::to_vec(&v)
+        .map(bytes::Bytes::from)
+        .unwrap_or(raw)
+}

@@ -98,14 +98,17 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
 }
 
+#[derive(Default)]
 pub struct RegistryOptions {
     /// `user:password` pairs for an htpasswd-protected registry.
     pub htpasswd: Option<(String, String)>,
+    /// Serve HTTPS with the test certificate in `tests/fixtures/tls`.
+    pub tls: bool,
 }
 
 impl Registry {
     pub fn start() -> Registry {
-        Self::start_with(RegistryOptions { htpasswd: None })
+        Self::start_with(RegistryOptions::default())
     }
 
     pub fn start_with(opts: RegistryOptions) -> Registry {
@@ -125,8 +128,18 @@ impl Registry {
                 file.display()
             );
         }
+        let tls = if opts.tls {
+            let f = repo_root().join("tests/fixtures/tls");
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                f.join("server.crt").display(),
+                f.join("server.key").display()
+            )
+        } else {
+            String::new()
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{auth}",
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{auth}",
             storage.display()
         );
         let config_path = dir.path().join("config.yml");
