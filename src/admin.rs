@@ -8,12 +8,15 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::cache::ManifestCache;
+use crate::metrics::Metrics;
 use crate::upstream::Upstream;
 
 pub struct AdminApp {
     pub upstreams: Vec<Arc<Upstream>>,
-    /// Renders `/metrics`; `None` answers 404.
-    pub metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// `None` answers 404 on `/metrics`.
+    pub metrics: Option<Arc<Metrics>>,
+    pub cache: Option<Arc<ManifestCache>>,
 }
 
 #[async_trait]
@@ -29,6 +32,11 @@ impl ServeHttp for AdminApp {
                         .map(|u| async move { (u.name.clone(), u.is_ready().await) }),
                 )
                 .await;
+                if let Some(m) = &self.metrics {
+                    for (name, ok) in &checks {
+                        m.set_upstream_up(name, *ok);
+                    }
+                }
                 let ready = checks.iter().all(|(_, ok)| *ok);
                 let body = checks
                     .iter()
@@ -39,8 +47,16 @@ impl ServeHttp for AdminApp {
                 text(if ready { 200 } else { 503 }, body)
             }
             "/metrics" => match &self.metrics {
-                Some(render) => {
-                    let mut r = text(200, render());
+                Some(metrics) => {
+                    if let Some(cache) = &self.cache {
+                        cache.run_pending_tasks().await;
+                        metrics.sync_cache(&cache.stats());
+                    }
+                    let body = match metrics.encode() {
+                        Ok(b) => b,
+                        Err(e) => return text(500, format!("metrics: {e}\n")),
+                    };
+                    let mut r = text(200, body);
                     r.headers_mut().insert(
                         http::header::CONTENT_TYPE,
                         http::HeaderValue::from_static("text/plain; version=0.0.4"),

@@ -5,12 +5,16 @@
 //! - [`config`]: the YAML file and its checks;
 //! - [`upstream`]: reaching upstream registries, routing names to them, rewriting URLs;
 //! - [`proxy`]: the Pingora `ProxyHttp` glue that ties it together per request;
+//! - [`cache`]: the in-memory manifest cache (moka) that spares the upstream;
+//! - [`metrics`]: Prometheus metric families, rendered on the admin listener;
 //! - [`admin`]: health, readiness and metrics on their own listener;
 //! - [`server`]: turning a config into running Pingora services.
 
 pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod oci;
 pub mod proxy;
 pub mod server;

@@ -43,6 +43,7 @@ pub fn access(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u1
         bytes_out,
         total_ms,
         upstream_ms = upstream_ms.unwrap_or(0.0),
+        cache = ctx.cache_result.unwrap_or("none"),
         refusal = ctx.refusal.as_deref().unwrap_or(""),
         error = e.map(|e| e.to_string()).unwrap_or_default(),
         "request"

@@ -34,6 +34,7 @@ pub fn build(config: &Config) -> Result<Server, ServeError> {
 
     let state = Arc::new(ProxyState::from_config(config).map_err(ServeError::Setup)?);
     let upstreams = state.upstreams.clone();
+    let metrics_state = state.clone();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
         MargoProxy {
@@ -61,7 +62,8 @@ pub fn build(config: &Config) -> Result<Server, ServeError> {
             "margo-proxy admin".to_owned(),
             HttpServer::new_app(AdminApp {
                 upstreams,
-                metrics: None,
+                metrics: Some(metrics_state.metrics.clone()),
+                cache: metrics_state.cache.clone(),
             }),
         );
         svc.add_tcp(&admin.address);

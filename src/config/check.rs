@@ -95,6 +95,9 @@ pub fn check(c: &Config) -> Result<(), ConfigError> {
             }
         }
     }
+    c.cache
+        .validate()
+        .map_err(|e| ConfigError::Other(e.to_string()))?;
     if c.server.threads == 0 {
         return Err(ConfigError::Other(
             "server.threads must be at least 1".into(),

@@ -64,6 +64,10 @@ pub struct Config {
     pub server: ServerSettings,
     #[serde(default)]
     pub log: LogConfig,
+    #[serde(default)]
+    pub cache: crate::cache::CacheConfig,
+    #[serde(default)]
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

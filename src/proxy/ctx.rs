@@ -28,6 +28,8 @@ pub struct RequestCtx {
     pub upstream_elapsed: Option<std::time::Duration>,
     /// Response body held back to be rewritten (tags list of a renamed repository).
     pub body_rewrite: Option<bytes::BytesMut>,
+    /// `hit`, `miss` or `stale` when the manifest cache answered.
+    pub cache_result: Option<&'static str>,
 }
 
 impl RequestCtx {
@@ -47,6 +49,7 @@ impl RequestCtx {
             upstream_started: None,
             upstream_elapsed: None,
             body_rewrite: None,
+            cache_result: None,
         }
     }
 

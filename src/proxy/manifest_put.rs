@@ -85,6 +85,15 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
             c.forget().await;
         }
     }
+    if answer.status().is_success() {
+        if let (Some(cache), Some(key), Some(reference)) = (
+            &proxy.state.cache,
+            super::manifest_get::repo_key(ctx, &upstream),
+            ctx.reference(),
+        ) {
+            cache.on_manifest_put(&key, &reference).await;
+        }
+    }
     let headers = answer.headers().clone();
     let answer_body = read_limited(answer).await;
     let mut resp = ResponseHeader::build(status, Some(8))?;

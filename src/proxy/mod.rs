@@ -2,6 +2,7 @@
 //! other modules and applies the answer. Nothing here decides policy on its own.
 
 pub mod ctx;
+mod manifest_get;
 mod manifest_put;
 pub mod respond;
 mod rewrite;
@@ -15,7 +16,9 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
+use crate::cache::ManifestCache;
 use crate::config::{Config, Limits};
+use crate::metrics::{Metrics, RequestRecord, UpstreamErrorKind};
 use crate::oci::path::{operation, PathError};
 use crate::oci::{OciError, OciErrorCode, OciRoute};
 use crate::upstream::forward::{self, ForwardError};
@@ -26,6 +29,10 @@ use ctx::RequestCtx;
 /// Everything requests share, built once from the config.
 pub struct ProxyState {
     pub upstreams: Vec<Arc<Upstream>>,
+    /// `None` when `cache.enabled` is false.
+    pub cache: Option<Arc<ManifestCache>>,
+    pub cache_max_manifest: u64,
+    pub metrics: Arc<Metrics>,
     pub router: Router,
     pub public_url: Option<String>,
     pub limits: Limits,
@@ -40,8 +47,15 @@ impl ProxyState {
             .map(|u| Upstream::from_config(&u.value, &config.timeouts).map(Arc::new))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(|e| e.to_string())?;
+        let cache = ManifestCache::from_config(&config.cache)
+            .map_err(|e| e.to_string())?
+            .map(Arc::new);
+        let metrics = Metrics::new(&config.metrics).map_err(|e| e.to_string())?;
         Ok(ProxyState {
             upstreams,
+            cache,
+            cache_max_manifest: config.cache.max_manifest_bytes,
+            metrics: Arc::new(metrics),
             router: Router::from_config(config)?,
             public_url: config
                 .public_url
@@ -89,6 +103,16 @@ impl MargoProxy {
         Ok(())
     }
 
+    async fn invalidate_after_delete(&self, ctx: &RequestCtx, upstream: &Upstream) {
+        if let (Some(cache), Some(key), Some(reference)) = (
+            &self.state.cache,
+            manifest_get::repo_key(ctx, upstream),
+            ctx.reference(),
+        ) {
+            cache.on_manifest_delete(&key, &reference).await;
+        }
+    }
+
     fn upstream_of(&self, ctx: &RequestCtx) -> Option<&Arc<Upstream>> {
         ctx.forward
             .as_ref()
@@ -129,6 +153,24 @@ fn forward_error(e: ForwardError) -> OciError {
     }
 }
 
+fn upstream_error_kind(e: &Error) -> UpstreamErrorKind {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            UpstreamErrorKind::Timeout
+        }
+        ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
+            UpstreamErrorKind::Connect
+        }
+        ErrorType::TLSHandshakeFailure
+        | ErrorType::InvalidCert
+        | ErrorType::TLSHandshakeTimedout => UpstreamErrorKind::Tls,
+        ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error => {
+            UpstreamErrorKind::Protocol
+        }
+        _ => UpstreamErrorKind::Other,
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for MargoProxy {
     type CTX = RequestCtx;
@@ -166,11 +208,14 @@ impl ProxyHttp for MargoProxy {
             respond::oci_error(session, ctx, &e).await?;
             return Ok(true);
         }
-        if ctx.operation == "manifest_put" {
-            manifest_put::handle(self, session, ctx).await?;
-            return Ok(true);
+        match ctx.operation {
+            "manifest_put" => {
+                manifest_put::handle(self, session, ctx).await?;
+                Ok(true)
+            }
+            "manifest_get" | "manifest_head" => manifest_get::try_serve(self, session, ctx).await,
+            _ => Ok(false),
         }
-        Ok(false)
     }
 
     async fn upstream_peer(
@@ -243,6 +288,9 @@ impl ProxyHttp for MargoProxy {
     ) -> Result<()> {
         if let Some(upstream) = self.upstream_of(ctx).cloned() {
             rewrite::response_urls(resp, ctx, &upstream)?;
+            if ctx.operation == "manifest_delete" && resp.status.is_success() {
+                self.invalidate_after_delete(ctx, &upstream).await;
+            }
         }
         if rewrite::wants_tags_body_rewrite(ctx, resp) {
             // The body names the repository as the upstream knows it: it will be rewritten,
@@ -301,6 +349,13 @@ impl ProxyHttp for MargoProxy {
                 _ => (502, "upstream registry unavailable".to_owned()),
             },
         };
+        if e.esource() == &pingora::ErrorSource::Upstream {
+            if let Some(u) = self.upstream_of(ctx) {
+                self.state
+                    .metrics
+                    .upstream_error(&u.name, upstream_error_kind(e));
+            }
+        }
         if code > 0 {
             let err = OciError::new(OciErrorCode::Unavailable, message).with_status(code);
             if let Err(write_err) = respond::oci_error(session, ctx, &err).await {
@@ -320,5 +375,20 @@ impl ProxyHttp for MargoProxy {
             .or(ctx.answered_status)
             .unwrap_or(0);
         crate::logging::access(session, e, ctx, status);
+        let upstream_repo = ctx
+            .forward
+            .as_ref()
+            .and_then(|f| f.matched.as_ref())
+            .map(|m| m.upstream_name.as_str());
+        self.state.metrics.observe_request(&RequestRecord {
+            operation: ctx.operation,
+            method: &session.req_header().method,
+            status,
+            duration: ctx.started.elapsed(),
+            upstream_duration: ctx.upstream_elapsed,
+            bytes_received: session.body_bytes_read() as u64,
+            bytes_sent: session.body_bytes_sent() as u64,
+            repository: upstream_repo,
+        });
     }
 }

@@ -1,0 +1,310 @@
+//! `Accept` negotiation for cached manifests.
+//!
+//! The cache always fetches with [`FULL_ACCEPT`] so it stores the manifest as
+//! the upstream holds it, then decides per client whether that stored type may
+//! be replayed. Registries do not convert between OCI and Docker types: CNCF
+//! distribution returns the stored manifest only if its type is accepted and
+//! otherwise answers 404 (OCI types) or rewrites to schema1 (Docker types by
+//! tag). The cache cannot imitate those fallbacks, so whenever the client does
+//! not accept the stored type the answer is [`Negotiation::Bypass`]: the
+//! request goes to the upstream untouched and its own behaviour applies.
+//!
+//! Choices:
+//! - Wildcards (`*/*`, `application/*`) are honoured as RFC 9110 says. A client
+//!   that sent `*/*` truly accepts any type, and replaying the stored bytes
+//!   can never confuse it; distribution 2.8 ignores wildcards and would 404 an
+//!   OCI manifest, so this is strictly more helpful, never less.
+//! - No `Accept` header at all is [`Negotiation::Bypass`]: that is what old
+//!   clients send, and the upstream's legacy conversions are meant for them.
+//! - `q=0` excludes a type even when a wildcard would admit it; the most
+//!   specific matching range decides (RFC 9110 §12.5.1).
+
+use http::header::{HeaderMap, ACCEPT};
+
+/// OCI image manifest (also used by artifacts).
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+/// OCI image index.
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Docker image manifest v2 schema 2.
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+/// Docker manifest list.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// `Accept` value for the cache's own upstream requests (fetch and HEAD
+/// revalidation), so the upstream returns the stored manifest rather than a
+/// conversion tailored to one client.
+pub const FULL_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Whether a cached entry may answer a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Negotiation {
+    /// Replay the cached entry.
+    Serve,
+    /// Forward the request upstream as if there were no cache.
+    Bypass,
+}
+
+/// One media range from an `Accept` header.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaRange {
+    /// Lowercased `type`, possibly `*`.
+    pub main: String,
+    /// Lowercased `subtype`, possibly `*`.
+    pub sub: String,
+    /// Quality in thousandths (0..=1000), avoiding float comparisons.
+    pub q: u16,
+}
+
+impl MediaRange {
+    /// 2 for an exact type, 1 for `type/*`, 0 for `*/*`.
+    fn specificity(&self) -> u8 {
+        match (self.main.as_str(), self.sub.as_str()) {
+            ("*", _) => 0,
+            (_, "*") => 1,
+            _ => 2,
+        }
+    }
+
+    fn matches(&self, main: &str, sub: &str) -> bool {
+        (self.main == "*" || self.main == main) && (self.sub == "*" || self.sub == sub)
+    }
+}
+
+/// Parses all `Accept` headers of a request. Malformed ranges are dropped
+/// (never guessed at), which at worst means a bypass to the upstream.
+pub fn parse_accept(headers: &HeaderMap) -> Vec<MediaRange> {
+    headers
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(split_outside_quotes)
+        .filter_map(parse_range)
+        .collect()
+}
+
+/// Splits on commas that are not inside a quoted parameter value.
+fn split_outside_quotes(value: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&value[start..]);
+    parts
+}
+
+fn parse_range(raw: &str) -> Option<MediaRange> {
+    let mut params = raw.split(';');
+    let essence = params.next()?.trim();
+    if essence.is_empty() {
+        return None;
+    }
+    let (main, sub) = essence.split_once('/')?;
+    let (main, sub) = (main.trim(), sub.trim());
+    let token_ok = |t: &str| !t.is_empty() && t.bytes().all(is_token_byte);
+    if !token_ok(main) || !token_ok(sub) || (main == "*" && sub != "*") {
+        return None;
+    }
+    let mut q = 1000;
+    for param in params {
+        let Some((name, value)) = param.split_once('=') else {
+            continue;
+        };
+        if name.trim().eq_ignore_ascii_case("q") {
+            q = parse_qvalue(value.trim())?;
+        }
+    }
+    Some(MediaRange {
+        main: main.to_ascii_lowercase(),
+        sub: sub.to_ascii_lowercase(),
+        q,
+    })
+}
+
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// RFC 9110 qvalue: `0[.ddd]` or `1[.000]`, in thousandths.
+fn parse_qvalue(v: &str) -> Option<u16> {
+    let (int, frac) = v.split_once('.').unwrap_or((v, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let frac_val: u16 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<3}").parse().ok()?
+    };
+    match int {
+        "0" => Some(frac_val),
+        "1" if frac_val == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+/// Decides whether a cached manifest of `content_type` may answer a request
+/// carrying `accept` (see the module docs for the rules).
+pub fn negotiate(accept: &HeaderMap, content_type: &str) -> Negotiation {
+    if !accept.contains_key(ACCEPT) {
+        return Negotiation::Bypass;
+    }
+    negotiate_ranges(&parse_accept(accept), content_type)
+}
+
+/// [`negotiate`] over already-parsed ranges.
+pub fn negotiate_ranges(ranges: &[MediaRange], content_type: &str) -> Negotiation {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let Some((main, sub)) = essence.split_once('/') else {
+        return Negotiation::Bypass;
+    };
+    let best = ranges
+        .iter()
+        .filter(|r| r.matches(main, sub))
+        .max_by_key(|r| (r.specificity(), r.q));
+    match best {
+        Some(r) if r.q > 0 => Negotiation::Serve,
+        _ => Negotiation::Bypass,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(ACCEPT, HeaderValue::from_str(v).expect("valid header"));
+        }
+        h
+    }
+
+    #[test]
+    fn exact_type_in_a_list_is_served() {
+        let h = headers(&[
+            "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json",
+        ]);
+        assert_eq!(negotiate(&h, OCI_MANIFEST), Negotiation::Serve);
+        assert_eq!(negotiate(&h, DOCKER_MANIFEST), Negotiation::Serve);
+        assert_eq!(negotiate(&h, OCI_INDEX), Negotiation::Bypass);
+    }
+
+    #[test]
+    fn docker_manifest_is_not_served_to_an_oci_only_client() {
+        let h = headers(&[OCI_MANIFEST, OCI_INDEX]);
+        assert_eq!(negotiate(&h, DOCKER_MANIFEST), Negotiation::Bypass);
+        assert_eq!(negotiate(&h, DOCKER_MANIFEST_LIST), Negotiation::Bypass);
+        assert_eq!(negotiate(&h, OCI_INDEX), Negotiation::Serve);
+    }
+
+    #[test]
+    fn multiple_header_lines_are_combined() {
+        let h = headers(&[OCI_MANIFEST, DOCKER_MANIFEST_LIST]);
+        assert_eq!(negotiate(&h, DOCKER_MANIFEST_LIST), Negotiation::Serve);
+    }
+
+    #[test]
+    fn absent_accept_bypasses_but_wildcards_serve() {
+        assert_eq!(
+            negotiate(&HeaderMap::new(), OCI_MANIFEST),
+            Negotiation::Bypass
+        );
+        assert_eq!(
+            negotiate(&headers(&["*/*"]), OCI_MANIFEST),
+            Negotiation::Serve
+        );
+        assert_eq!(
+            negotiate(&headers(&["application/*"]), DOCKER_MANIFEST),
+            Negotiation::Serve
+        );
+        assert_eq!(
+            negotiate(&headers(&["text/*"]), OCI_MANIFEST),
+            Negotiation::Bypass
+        );
+        // An Accept header that parses to nothing accepts nothing.
+        assert_eq!(
+            negotiate(&headers(&[""]), OCI_MANIFEST),
+            Negotiation::Bypass
+        );
+    }
+
+    #[test]
+    fn q_zero_excludes_even_under_a_wildcard() {
+        let h = headers(&["*/*, application/vnd.oci.image.manifest.v1+json;q=0"]);
+        assert_eq!(negotiate(&h, OCI_MANIFEST), Negotiation::Bypass);
+        assert_eq!(negotiate(&h, OCI_INDEX), Negotiation::Serve);
+        let h = headers(&["application/vnd.oci.image.manifest.v1+json; q=0.0"]);
+        assert_eq!(negotiate(&h, OCI_MANIFEST), Negotiation::Bypass);
+        let h = headers(&["application/vnd.oci.image.manifest.v1+json;q=0.001"]);
+        assert_eq!(negotiate(&h, OCI_MANIFEST), Negotiation::Serve);
+        let h = headers(&["*/*;q=0"]);
+        assert_eq!(negotiate(&h, OCI_MANIFEST), Negotiation::Bypass);
+    }
+
+    #[test]
+    fn params_case_and_whitespace_are_tolerated() {
+        let h = headers(&[
+            " Application/VND.OCI.Image.Manifest.v1+JSON ; charset=\"utf-8, really\" ; Q=0.5 ",
+        ]);
+        let ranges = parse_accept(&h);
+        assert_eq!(ranges.len(), 1, "{ranges:?}");
+        assert_eq!(ranges[0].q, 500);
+        assert_eq!(negotiate(&h, OCI_MANIFEST), Negotiation::Serve);
+        // The stored content type's own parameters do not matter either.
+        assert_eq!(
+            negotiate(
+                &headers(&[OCI_MANIFEST]),
+                "application/vnd.oci.image.manifest.v1+json; charset=utf-8"
+            ),
+            Negotiation::Serve
+        );
+    }
+
+    #[test]
+    fn malformed_ranges_are_dropped() {
+        for bad in [
+            "application",
+            "*/json",
+            "application/",
+            "/json",
+            "application/vnd.oci.image.manifest.v1+json;q=2",
+            "application/vnd.oci.image.manifest.v1+json;q=0.1234",
+            "application/vnd.oci.image.manifest.v1+json;q=abc",
+            "appli cation/json",
+        ] {
+            assert!(parse_accept(&headers(&[bad])).is_empty(), "{bad:?}");
+        }
+        assert_eq!(parse_qvalue("1.000"), Some(1000));
+        assert_eq!(parse_qvalue("0.5"), Some(500));
+        assert_eq!(parse_qvalue("1.5"), None);
+    }
+
+    #[test]
+    fn content_type_without_slash_is_never_served() {
+        assert_eq!(
+            negotiate(&headers(&["*/*"]), "garbage"),
+            Negotiation::Bypass
+        );
+    }
+}

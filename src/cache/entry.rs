@@ -1,0 +1,271 @@
+//! Cached values.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LAST_MODIFIED,
+};
+
+use super::digest::{sha256_digest, verify_digest};
+use super::error::ManifestError;
+
+/// `Docker-Content-Digest`.
+pub static DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+/// `Docker-Distribution-Api-Version`.
+pub static DOCKER_DISTRIBUTION_API_VERSION: HeaderName =
+    HeaderName::from_static("docker-distribution-api-version");
+
+/// Upstream response headers replayed on a hit, besides `Content-Length`
+/// (always recomputed from the body). Everything else (dates, connection
+/// management, upstream auth challenges) is per-response, not per-manifest.
+pub fn replayed_headers() -> [&'static HeaderName; 5] {
+    [
+        &CONTENT_TYPE,
+        &DOCKER_CONTENT_DIGEST,
+        &ETAG,
+        &DOCKER_DISTRIBUTION_API_VERSION,
+        &LAST_MODIFIED,
+    ]
+}
+
+/// A manifest as the upstream served it, verified against its digest.
+///
+/// The only constructors verify, so holding one (outside
+/// [`super::UncacheableReason::UnsupportedAlgorithm`]) means the body matches
+/// [`CachedManifest::digest`].
+#[derive(Debug, Clone)]
+pub struct CachedManifest {
+    body: Bytes,
+    digest: String,
+    content_type: String,
+    headers: HeaderMap,
+}
+
+impl CachedManifest {
+    /// Builds an entry from an upstream GET answer for `expected_digest`,
+    /// refusing a body that hashes differently or has no content type.
+    pub fn from_upstream(
+        expected_digest: &str,
+        body: Bytes,
+        upstream_headers: &HeaderMap,
+    ) -> Result<Self, ManifestError> {
+        verify_digest(expected_digest, &body)?;
+        Self::build(expected_digest.to_owned(), body, upstream_headers)
+    }
+
+    /// Builds an entry from an upstream GET by tag: the digest is the
+    /// upstream's `Docker-Content-Digest` (verified) or, when absent, the
+    /// canonical sha256 of the body.
+    pub fn from_tag_response(
+        body: Bytes,
+        upstream_headers: &HeaderMap,
+    ) -> Result<Self, ManifestError> {
+        let named = upstream_headers
+            .get(&DOCKER_CONTENT_DIGEST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|s| !s.is_empty());
+        match named {
+            Some(d) => Self::from_upstream(d, body, upstream_headers),
+            None => Self::build(sha256_digest(&body), body, upstream_headers),
+        }
+    }
+
+    /// Builds without verification; only for answers that are served once and
+    /// never cached (an algorithm we cannot compute).
+    pub(crate) fn unverified(
+        digest: &str,
+        body: Bytes,
+        upstream_headers: &HeaderMap,
+    ) -> Result<Self, ManifestError> {
+        Self::build(digest.to_owned(), body, upstream_headers)
+    }
+
+    fn build(digest: String, body: Bytes, upstream: &HeaderMap) -> Result<Self, ManifestError> {
+        let content_type = upstream
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|s| s.contains('/'))
+            .ok_or(ManifestError::MissingContentType)?
+            .to_owned();
+        let mut headers = HeaderMap::with_capacity(6);
+        for name in replayed_headers() {
+            for value in upstream.get_all(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        Ok(Self {
+            body,
+            digest,
+            content_type,
+            headers,
+        })
+    }
+
+    /// The manifest bytes, exactly as received.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The verified digest.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    /// The upstream's `Content-Type`, used for Accept negotiation.
+    pub fn content_type(&self) -> &str {
+        &self.content_type
+    }
+
+    /// The upstream's `ETag`, if it sent one.
+    pub fn etag(&self) -> Option<&HeaderValue> {
+        self.headers.get(ETAG)
+    }
+
+    /// Headers to answer GET and HEAD hits with: the upstream's
+    /// `Content-Type`, `Docker-Content-Digest`, `ETag`,
+    /// `Docker-Distribution-Api-Version`, `Last-Modified` as received, and
+    /// `Content-Length` of the body.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// Bytes this entry accounts for in the cache budget.
+    pub fn weight(&self) -> usize {
+        let headers: usize = self
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .sum();
+        self.body.len() + self.digest.len() + self.content_type.len() + headers
+    }
+}
+
+/// A cached tag → digest mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagEntry {
+    /// The digest the upstream last said the tag points to.
+    pub digest: Arc<str>,
+    /// When the upstream said so.
+    pub fetched_at: Instant,
+    /// When the last revalidation failed because the upstream was
+    /// unreachable; used to avoid probing a dead upstream once per request.
+    pub failed_at: Option<Instant>,
+}
+
+impl TagEntry {
+    /// A mapping fetched just now.
+    pub fn new(digest: impl Into<Arc<str>>, fetched_at: Instant) -> Self {
+        Self {
+            digest: digest.into(),
+            fetched_at,
+            failed_at: None,
+        }
+    }
+}
+
+/// What moka stores.
+#[derive(Debug, Clone)]
+pub(crate) enum Value {
+    Manifest(Arc<CachedManifest>),
+    Tag(TagEntry),
+    /// A remembered 404, under either a digest or a tag key.
+    NotFound,
+}
+
+/// Fixed cost per entry (moka node, Arc headers, hash table slot), so that a
+/// flood of tiny tag or 404 entries is still bounded by `max_bytes`.
+pub(crate) const ENTRY_OVERHEAD: usize = 128;
+
+impl Value {
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            Self::Manifest(m) => m.weight(),
+            Self::Tag(t) => t.digest.len(),
+            Self::NotFound => 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::accept::OCI_MANIFEST;
+    use crate::cache::error::DigestError;
+
+    fn upstream_headers(digest: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(OCI_MANIFEST));
+        h.insert(
+            &DOCKER_CONTENT_DIGEST,
+            HeaderValue::from_str(digest).expect("ascii"),
+        );
+        h.insert(
+            ETAG,
+            HeaderValue::from_str(&format!("\"{digest}\"")).expect("ascii"),
+        );
+        h.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
+        h.insert(
+            "date",
+            HeaderValue::from_static("Mon, 01 Jan 2024 00:00:00 GMT"),
+        );
+        h
+    }
+
+    #[test]
+    fn keeps_exactly_the_replayed_headers() {
+        let body = Bytes::from_static(b"{\"schemaVersion\":2}");
+        let d = sha256_digest(&body);
+        let m = CachedManifest::from_upstream(&d, body.clone(), &upstream_headers(&d))
+            .expect("valid manifest");
+        assert_eq!(m.digest(), d);
+        assert_eq!(m.content_type(), OCI_MANIFEST);
+        assert_eq!(m.body(), &body);
+        let h = m.headers();
+        assert_eq!(
+            h.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()),
+            Some("19")
+        );
+        assert!(h.get("date").is_none());
+        assert_eq!(
+            h.get(&DOCKER_CONTENT_DIGEST).and_then(|v| v.to_str().ok()),
+            Some(d.as_str())
+        );
+        assert!(m.etag().is_some());
+        assert_eq!(h.len(), 4);
+        assert!(m.weight() > body.len());
+    }
+
+    #[test]
+    fn refuses_mismatch_and_missing_content_type() {
+        let body = Bytes::from_static(b"{}");
+        let other = sha256_digest(b"other");
+        assert!(matches!(
+            CachedManifest::from_upstream(&other, body.clone(), &upstream_headers(&other)),
+            Err(ManifestError::Digest(DigestError::Mismatch { .. }))
+        ));
+        let d = sha256_digest(&body);
+        assert!(matches!(
+            CachedManifest::from_upstream(&d, body, &HeaderMap::new()),
+            Err(ManifestError::MissingContentType)
+        ));
+    }
+
+    #[test]
+    fn tag_response_uses_and_checks_the_upstream_digest() {
+        let body = Bytes::from_static(b"{\"a\":1}");
+        let d = sha256_digest(&body);
+        let m = CachedManifest::from_tag_response(body.clone(), &upstream_headers(&d)).expect("ok");
+        assert_eq!(m.digest(), d);
+        let lying = upstream_headers(&sha256_digest(b"x"));
+        assert!(CachedManifest::from_tag_response(body.clone(), &lying).is_err());
+        let mut no_digest = HeaderMap::new();
+        no_digest.insert(CONTENT_TYPE, HeaderValue::from_static(OCI_MANIFEST));
+        let m = CachedManifest::from_tag_response(body, &no_digest).expect("ok");
+        assert_eq!(m.digest(), d);
+    }
+}

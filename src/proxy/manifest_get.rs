@@ -1,0 +1,235 @@
+//! Manifest GET/HEAD answered from the in-memory cache. Anything the cache cannot answer
+//! with certainty (upstream errors other than "gone", `Accept` mismatches) falls back to
+//! plain proxying, so the client never gets a worse answer than going direct.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::ctx::RequestCtx;
+use super::{respond, MargoProxy};
+use crate::cache::{
+    negotiate, CachedManifest, FetchError, Fetched, Negotiation, RepoKey, ResolveError, TagProbe,
+    TagSource, FULL_ACCEPT,
+};
+use crate::oci::{OciError, OciErrorCode, OciRoute, Reference};
+use crate::upstream::Upstream;
+
+/// Why an upstream side call failed (for the cache's stale-serving decision).
+#[derive(Debug, thiserror::Error)]
+pub enum SideCallError {
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    #[error("upstream answered {0}")]
+    Status(u16),
+    #[error("manifest larger than {0} bytes")]
+    TooLarge(u64),
+}
+
+/// The cache key of the repository a request addresses, at its upstream.
+pub fn repo_key(ctx: &RequestCtx, upstream: &Upstream) -> Option<RepoKey> {
+    let matched = ctx.forward.as_ref()?.matched.as_ref()?;
+    Some(RepoKey::new(
+        upstream.name.as_str(),
+        matched.upstream_name.as_str(),
+    ))
+}
+
+/// Answers from the cache when it can; `Ok(false)` means "proxy it normally".
+pub async fn try_serve(
+    proxy: &MargoProxy,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<bool> {
+    let Some(cache) = proxy.state.cache.clone() else {
+        return Ok(false);
+    };
+    let Some(upstream) = proxy.upstream_of(ctx).cloned() else {
+        return Ok(false);
+    };
+    // A client that brings its own upstream credentials (no proxy account configured)
+    // may see things others may not: never answer it from, or fill, the shared cache.
+    if upstream.credentials.is_none()
+        && session
+            .req_header()
+            .headers
+            .contains_key(http::header::AUTHORIZATION)
+    {
+        return Ok(false);
+    }
+    let (Some(OciRoute::Manifest { reference, .. }), Some(key)) =
+        (ctx.route.clone(), repo_key(ctx, &upstream))
+    else {
+        return Ok(false);
+    };
+    let auth = ctx.upstream_authorization.clone();
+    let name = key.repository().to_owned();
+    let max = proxy.state.cache_max_manifest;
+
+    let mut stale = false;
+    let digest = match &reference {
+        Reference::Digest(d) => d.to_string(),
+        Reference::Tag(tag) => {
+            let probe = probe_tag(&upstream, &name, tag, auth.clone());
+            match cache.resolve_tag(&key.tag(tag.as_str()), |_| probe).await {
+                Ok(r) => {
+                    stale = r.source == TagSource::Stale;
+                    r.digest.to_string()
+                }
+                Err(ResolveError::NotFound { .. }) => {
+                    let e = OciError::new(
+                        OciErrorCode::ManifestUnknown,
+                        format!("manifest unknown: tag `{tag}`"),
+                    );
+                    ctx.cache_result = Some("miss");
+                    respond::oci_error(session, ctx, &e).await?;
+                    return Ok(true);
+                }
+                Err(_) => return Ok(false),
+            }
+        }
+    };
+
+    let fetched = Arc::new(AtomicBool::new(false));
+    let flag = fetched.clone();
+    let up = upstream.clone();
+    let path = format!("/v2/{name}/manifests/{digest}");
+    let result = cache
+        .get_or_fetch(&key.digest(digest.as_str()), move || async move {
+            flag.store(true, Ordering::Relaxed);
+            fetch_manifest(&up, &path, auth, max).await
+        })
+        .await;
+    let manifest: Arc<CachedManifest> = match result {
+        Ok(m) => m,
+        Err(FetchError::Uncacheable { manifest, .. }) => manifest,
+        Err(FetchError::NotFound { .. }) => {
+            let e = OciError::new(
+                OciErrorCode::ManifestUnknown,
+                format!("manifest unknown: {digest}"),
+            );
+            respond::oci_error(session, ctx, &e).await?;
+            return Ok(true);
+        }
+        Err(FetchError::Invalid(e)) => {
+            tracing::warn!(upstream = %upstream.name, repository = %name, %digest, error = %e,
+                "upstream served a manifest that does not match its digest");
+            let e = OciError::new(
+                OciErrorCode::Unavailable,
+                format!("upstream answered a manifest that does not match {digest}"),
+            );
+            respond::oci_error(session, ctx, &e).await?;
+            return Ok(true);
+        }
+        Err(FetchError::Upstream(_)) => return Ok(false),
+    };
+    if negotiate(&session.req_header().headers, manifest.content_type()) == Negotiation::Bypass {
+        return Ok(false);
+    }
+    let result = if stale {
+        "stale"
+    } else if fetched.load(Ordering::Relaxed) {
+        "miss"
+    } else {
+        "hit"
+    };
+    ctx.cache_result = Some(result);
+    let mut resp = ResponseHeader::build(200, Some(8))?;
+    for (k, v) in manifest.headers() {
+        resp.insert_header(k.clone(), v.clone())?;
+    }
+    resp.insert_header("X-Margo-Cache", result)?;
+    resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    ctx.answered_status = Some(200);
+    respond::write(session, resp, manifest.body().clone()).await?;
+    Ok(true)
+}
+
+fn side_request(
+    upstream: &Upstream,
+    method: reqwest::Method,
+    path: &str,
+    auth: Option<String>,
+) -> reqwest::RequestBuilder {
+    let mut r = upstream
+        .http
+        .request(method, upstream.url(path))
+        .header(http::header::ACCEPT, FULL_ACCEPT);
+    if let Some(a) = auth {
+        r = r.header(http::header::AUTHORIZATION, a);
+    }
+    r
+}
+
+fn unreachable_status(s: u16) -> bool {
+    matches!(s, 502..=504)
+}
+
+async fn probe_tag(
+    upstream: &Upstream,
+    name: &str,
+    tag: &str,
+    auth: Option<String>,
+) -> TagProbe<SideCallError> {
+    let path = format!("/v2/{name}/manifests/{tag}");
+    match side_request(upstream, reqwest::Method::HEAD, &path, auth)
+        .send()
+        .await
+    {
+        Err(e) => TagProbe::Unreachable(SideCallError::Unreachable(e.to_string())),
+        Ok(r) => {
+            let status = r.status().as_u16();
+            match status {
+                200 => match r
+                    .headers()
+                    .get("docker-content-digest")
+                    .and_then(|v| v.to_str().ok())
+                    .filter(|d| d.parse::<crate::oci::Digest>().is_ok())
+                {
+                    Some(d) => TagProbe::Found(d.to_owned()),
+                    None => TagProbe::Failed(SideCallError::Status(status)),
+                },
+                404 => TagProbe::NotFound,
+                s if unreachable_status(s) => TagProbe::Unreachable(SideCallError::Status(s)),
+                s => TagProbe::Failed(SideCallError::Status(s)),
+            }
+        }
+    }
+}
+
+async fn fetch_manifest(
+    upstream: &Upstream,
+    path: &str,
+    auth: Option<String>,
+    max: u64,
+) -> std::result::Result<Fetched, SideCallError> {
+    let mut r = side_request(upstream, reqwest::Method::GET, path, auth)
+        .send()
+        .await
+        .map_err(|e| SideCallError::Unreachable(e.to_string()))?;
+    match r.status().as_u16() {
+        200 => {}
+        404 => return Ok(Fetched::NotFound),
+        s => return Err(SideCallError::Status(s)),
+    }
+    let headers = r.headers().clone();
+    let mut body = BytesMut::new();
+    while let Some(chunk) = r
+        .chunk()
+        .await
+        .map_err(|e| SideCallError::Unreachable(e.to_string()))?
+    {
+        if (body.len() + chunk.len()) as u64 > max {
+            return Err(SideCallError::TooLarge(max));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Fetched::Manifest {
+        body: Bytes::from(body),
+        headers,
+    })
+}
