@@ -17,6 +17,7 @@ pub struct AdminApp {
     /// `None` answers 404 on `/metrics`.
     pub metrics: Option<Arc<Metrics>>,
     pub cache: Option<Arc<ManifestCache>>,
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
 }
 
 #[async_trait]
@@ -48,6 +49,9 @@ impl ServeHttp for AdminApp {
             }
             "/metrics" => match &self.metrics {
                 Some(metrics) => {
+                    if let Some(auth) = &self.auth {
+                        metrics.sync_auth(&auth.counters());
+                    }
                     if let Some(cache) = &self.cache {
                         cache.run_pending_tasks().await;
                         metrics.sync_cache(&cache.stats());

@@ -5,12 +5,14 @@
 //! - [`config`]: the YAML file and its checks;
 //! - [`upstream`]: reaching upstream registries, routing names to them, rewriting URLs;
 //! - [`proxy`]: the Pingora `ProxyHttp` glue that ties it together per request;
+//! - [`auth`]: bearer tokens from an external auth service, per-repository access;
 //! - [`cache`]: the in-memory manifest cache (moka) that spares the upstream;
 //! - [`metrics`]: Prometheus metric families, rendered on the admin listener;
 //! - [`admin`]: health, readiness and metrics on their own listener;
 //! - [`server`]: turning a config into running Pingora services.
 
 pub mod admin;
+pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod logging;

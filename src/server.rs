@@ -64,6 +64,7 @@ pub fn build(config: &Config) -> Result<Server, ServeError> {
                 upstreams,
                 metrics: Some(metrics_state.metrics.clone()),
                 cache: metrics_state.cache.clone(),
+                auth: metrics_state.auth.clone(),
             }),
         );
         svc.add_tcp(&admin.address);

@@ -68,6 +68,10 @@ pub struct Config {
     pub cache: crate::cache::CacheConfig,
     #[serde(default)]
     pub metrics: crate::metrics::MetricsConfig,
+    /// Bearer-token authentication of clients. Absent: the proxy authenticates nobody
+    /// (the upstream's own auth, if any, still applies).
+    #[serde(default)]
+    pub auth: Option<crate::auth::AuthConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -546,6 +546,25 @@ impl Metrics {
             .set(i64::try_from(stats.weighted_bytes).unwrap_or(i64::MAX));
     }
 
+    /// Copies the authenticator's counters in (same monotonic scheme as the cache's).
+    pub fn sync_auth(&self, c: &crate::auth::metrics::CounterSnapshot) {
+        let _guard = self.cache_sync.lock().unwrap_or_else(|p| p.into_inner());
+        let advance = |c: IntCounter, total: u64| c.inc_by(total.saturating_sub(c.get()));
+        advance(
+            self.jwks.with_label_values(&["success"]),
+            c.jwks_fetches.saturating_sub(c.jwks_fetch_errors),
+        );
+        advance(self.jwks.with_label_values(&["error"]), c.jwks_fetch_errors);
+        advance(
+            self.introspection.with_label_values(&["success"]),
+            c.introspection_calls.saturating_sub(c.introspection_errors),
+        );
+        advance(
+            self.introspection.with_label_values(&["error"]),
+            c.introspection_errors,
+        );
+    }
+
     /// Text exposition (format 0.0.4) for `/metrics`. Families without any
     /// series yet still get their `# HELP`/`# TYPE` lines, so a scraper (and
     /// the dashboard check) sees every family from the first scrape.

@@ -30,6 +30,8 @@ pub struct RequestCtx {
     pub body_rewrite: Option<bytes::BytesMut>,
     /// `hit`, `miss` or `stale` when the manifest cache answered.
     pub cache_result: Option<&'static str>,
+    /// Who is asking, once the auth layer has decided (absent when auth is off).
+    pub principal: Option<std::sync::Arc<crate::auth::Principal>>,
 }
 
 impl RequestCtx {
@@ -50,6 +52,7 @@ impl RequestCtx {
             upstream_elapsed: None,
             body_rewrite: None,
             cache_result: None,
+            principal: None,
         }
     }
 

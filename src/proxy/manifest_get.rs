@@ -51,9 +51,10 @@ pub async fn try_serve(
     let Some(upstream) = proxy.upstream_of(ctx).cloned() else {
         return Ok(false);
     };
-    // A client that brings its own upstream credentials (no proxy account configured)
-    // may see things others may not: never answer it from, or fill, the shared cache.
-    if upstream.credentials.is_none()
+    // A client that brings its own upstream credentials (no proxy account, no proxy
+    // auth) may see things others may not: never answer it from, or fill, the shared
+    // cache. With proxy auth on, authorization already ran for this request.
+    if proxy.forwards_client_credentials(&upstream)
         && session
             .req_header()
             .headers

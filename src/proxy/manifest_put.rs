@@ -60,13 +60,11 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
     {
         out = out.header("X-Forwarded-For", ip.to_string());
     }
-    match (&upstream.credentials, &ctx.upstream_authorization) {
-        (Some(_), Some(a)) => out = out.header(http::header::AUTHORIZATION, a.as_str()),
-        (Some(_), None) => {}
-        (None, _) => {
-            if let Some(a) = req.headers.get(http::header::AUTHORIZATION) {
-                out = out.header(http::header::AUTHORIZATION, a.clone());
-            }
+    if let Some(a) = &ctx.upstream_authorization {
+        out = out.header(http::header::AUTHORIZATION, a.as_str());
+    } else if proxy.forwards_client_credentials(&upstream) {
+        if let Some(a) = req.headers.get(http::header::AUTHORIZATION) {
+            out = out.header(http::header::AUTHORIZATION, a.clone());
         }
     }
     ctx.upstream_started = Some(std::time::Instant::now());
@@ -105,7 +103,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         client_name: ctx.repository(),
     };
     for name in RELAYED {
-        if *name == "www-authenticate" && upstream.credentials.is_some() {
+        if *name == "www-authenticate" && !proxy.forwards_client_credentials(&upstream) {
             continue;
         }
         for v in headers.get_all(*name) {

@@ -1,6 +1,7 @@
 //! The Pingora `ProxyHttp` glue: each phase hands the request to the pure logic in the
 //! other modules and applies the answer. Nothing here decides policy on its own.
 
+mod access;
 pub mod ctx;
 mod manifest_get;
 mod manifest_put;
@@ -16,6 +17,7 @@ use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::{Error, ErrorType, Result};
 
+use crate::auth::Authenticator;
 use crate::cache::ManifestCache;
 use crate::config::{Config, Limits};
 use crate::metrics::{Metrics, RequestRecord, UpstreamErrorKind};
@@ -33,6 +35,8 @@ pub struct ProxyState {
     pub cache: Option<Arc<ManifestCache>>,
     pub cache_max_manifest: u64,
     pub metrics: Arc<Metrics>,
+    /// `None` when the config has no `auth:` section: clients are not authenticated.
+    pub auth: Option<Arc<Authenticator>>,
     pub router: Router,
     pub public_url: Option<String>,
     pub limits: Limits,
@@ -51,11 +55,18 @@ impl ProxyState {
             .map_err(|e| e.to_string())?
             .map(Arc::new);
         let metrics = Metrics::new(&config.metrics).map_err(|e| e.to_string())?;
+        let auth = match &config.auth {
+            Some(a) => Some(Arc::new(
+                Authenticator::from_config(a).map_err(|e| format!("auth: {e}"))?,
+            )),
+            None => None,
+        };
         Ok(ProxyState {
             upstreams,
             cache,
             cache_max_manifest: config.cache.max_manifest_bytes,
             metrics: Arc::new(metrics),
+            auth,
             router: Router::from_config(config)?,
             public_url: config
                 .public_url
@@ -72,18 +83,27 @@ pub struct MargoProxy {
 }
 
 impl MargoProxy {
-    /// Parses and routes the request; fills `ctx` or says why the proxy refuses it.
-    async fn prepare(
+    /// Parses the request path; fills `ctx.operation` or says why the proxy refuses it.
+    fn parse(
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
+    ) -> std::result::Result<OciRoute, OciError> {
+        let req = session.req_header();
+        let parsed = OciRoute::parse(req.uri.path());
+        ctx.operation = operation(&parsed, &req.method);
+        parsed.map_err(|e| path_error(e, &req.method))
+    }
+
+    /// Routes the request to an upstream and gets the proxy's credentials for it.
+    async fn plan(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        route: OciRoute,
     ) -> std::result::Result<(), OciError> {
         let req = session.req_header();
-        let path = req.uri.path().to_owned();
-        let parsed = OciRoute::parse(&path);
-        ctx.operation = operation(&parsed, &req.method);
-        let route = parsed.map_err(|e| path_error(e, &req.method))?;
-        let fwd = forward::plan(&self.state.router, &route, &path, req.uri.query())
+        let fwd = forward::plan(&self.state.router, &route, req.uri.path(), req.uri.query())
             .map_err(forward_error)?;
         let upstream = &self.state.upstreams[fwd.upstream];
         if let Some(creds) = &upstream.credentials {
@@ -101,6 +121,12 @@ impl MargoProxy {
         ctx.route = Some(route);
         ctx.forward = Some(fwd);
         Ok(())
+    }
+
+    /// The client's own `Authorization` may go upstream only when the proxy neither
+    /// authenticates clients itself nor has an account of its own there.
+    fn forwards_client_credentials(&self, upstream: &Upstream) -> bool {
+        self.state.auth.is_none() && upstream.credentials.is_none()
     }
 
     async fn invalidate_after_delete(&self, ctx: &RequestCtx, upstream: &Upstream) {
@@ -204,7 +230,22 @@ impl ProxyHttp for MargoProxy {
             (None, Some(h)) => format!("{}://{h}", if ctx.client_tls { "https" } else { "http" }),
             (None, None) => String::new(),
         };
-        if let Err(e) = self.prepare(session, ctx).await {
+        if access::token_endpoint(self, session, ctx).await? {
+            return Ok(true);
+        }
+        let route = match self.parse(session, ctx) {
+            Ok(r) => r,
+            Err(e) => {
+                respond::oci_error(session, ctx, &e).await?;
+                return Ok(true);
+            }
+        };
+        if let Some(auth) = self.state.auth.clone() {
+            if access::authorize(&auth, self, session, ctx, &route).await? {
+                return Ok(true);
+            }
+        }
+        if let Err(e) = self.plan(session, ctx, route).await {
             respond::oci_error(session, ctx, &e).await?;
             return Ok(true);
         }
@@ -250,7 +291,7 @@ impl ProxyHttp for MargoProxy {
         req.set_uri(uri);
         req.insert_header(http::header::HOST, upstream.base.authority())?;
         rewrite::forwarded_headers(session, req, ctx)?;
-        if upstream.credentials.is_some() {
+        if !self.forwards_client_credentials(upstream) {
             // The client's credentials are for the proxy; the upstream gets the proxy's own.
             req.remove_header(&http::header::AUTHORIZATION);
             if let Some(a) = &ctx.upstream_authorization {
@@ -273,6 +314,8 @@ impl ProxyHttp for MargoProxy {
                     // Our token or challenge knowledge is stale: relearn on the next request.
                     creds.forget().await;
                 }
+            }
+            if !self.forwards_client_credentials(upstream) {
                 // The upstream's challenge is about the proxy's account, not the client's.
                 resp.remove_header(&http::header::WWW_AUTHENTICATE);
             }

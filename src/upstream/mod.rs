@@ -62,6 +62,7 @@ impl Upstream {
             Some(p) => Some(tls::load_ca(p).map_err(err)?),
             None => None,
         };
+        crate::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
             .read_timeout(timeouts.read)

@@ -195,7 +195,8 @@ impl Proxy {
         let admin_port = free_port();
         let text = config
             .replace("{listen}", &format!("127.0.0.1:{port}"))
-            .replace("{admin}", &format!("127.0.0.1:{admin_port}"));
+            .replace("{admin}", &format!("127.0.0.1:{admin_port}"))
+            .replace("{proxy_url}", &format!("http://127.0.0.1:{port}"));
         let config_path = dir.path().join("proxy.yaml");
         std::fs::write(&config_path, text).expect("write proxy config");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_margo-proxy"));
@@ -338,4 +339,61 @@ pub fn tool_available(name: &str) -> bool {
 
 pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A real OpenID provider (`oidc-provider` via `tests/oidc/provider.mjs`) on 127.0.0.1.
+pub struct Idp {
+    pub info: serde_json::Value,
+    child: Child,
+}
+
+impl Idp {
+    /// `None` (with a message) when Node's dependencies are not installed, except in CI,
+    /// where that is a failure.
+    pub fn start(resource: &str) -> Option<Idp> {
+        let dir = repo_root().join("tests/oidc");
+        if !dir.join("node_modules/oidc-provider").exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "tests/oidc/node_modules missing in CI (scripts/setup installs it)"
+            );
+            eprintln!("SKIPPED: tests/oidc/node_modules missing (scripts/setup installs it)");
+            return None;
+        }
+        let mut child = Command::new("node")
+            .arg(dir.join("provider.mjs"))
+            .args(["--resource", resource])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines.map_while(Result::ok) {}
+        });
+        let first = rx
+            .recv_timeout(START_TIMEOUT)
+            .expect("oidc provider did not start in time");
+        Some(Idp {
+            info: serde_json::from_str(&first).expect("provider prints JSON first"),
+            child,
+        })
+    }
+
+    pub fn get(&self, key: &str) -> String {
+        self.info[key].as_str().unwrap_or_default().to_owned()
+    }
+}
+
+impl Drop for Idp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -1,0 +1,208 @@
+//! Bearer-token authentication and per-repository authorization.
+//!
+//! The proxy glue does three things with this module:
+//! 1. build an [`Authenticator`] from the `auth:` config at startup;
+//! 2. per registry request, call [`Authenticator::authorize`] and, on error,
+//!    send [`Authenticator::reject`]'s status, headers and body (upstream
+//!    challenges are never forwarded: the proxy is the only authority);
+//! 3. route the token endpoint path to [`Authenticator::token_endpoint`].
+//!
+//! Everything here is independent of Pingora, so it is unit-tested without
+//! a proxy and benchmarked on its own.
+
+pub mod access;
+pub mod challenge;
+pub mod config;
+pub mod error;
+pub mod fetch;
+pub mod introspect;
+pub mod jwks;
+pub mod metrics;
+pub mod principal;
+pub mod rules;
+pub mod secret;
+pub mod token_endpoint;
+pub mod validate;
+pub mod x5c;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use crate::auth::access::{required_scopes, Action, ActionSet, Scope, Target};
+pub use crate::auth::challenge::Rejection;
+pub use crate::auth::config::AuthConfig;
+pub use crate::auth::error::{AuthError, ConfigError, InvalidReason, TokenError};
+pub use crate::auth::principal::Principal;
+pub use crate::auth::token_endpoint::{TokenBridge, TokenResponse};
+
+use crate::auth::metrics::{CounterSnapshot, Counters};
+use crate::auth::rules::RuleSet;
+use crate::auth::validate::Validator;
+
+/// Authentication and authorization for the registry API.
+#[derive(Debug)]
+pub struct Authenticator {
+    realm: String,
+    service: String,
+    validator: Arc<Validator>,
+    anonymous: Arc<Principal>,
+    has_anonymous: bool,
+    bridge: Option<TokenBridge>,
+    counters: Arc<Counters>,
+}
+
+impl Authenticator {
+    /// Build from config: compiles rules, loads static keys and root bundles,
+    /// builds the IdP HTTP client. Network is not touched (see
+    /// [`Authenticator::warm_up`]).
+    pub fn from_config(cfg: &AuthConfig) -> Result<Self, ConfigError> {
+        if cfg.realm.is_empty() || cfg.service.is_empty() {
+            return Err(ConfigError::Invalid(
+                "auth.realm and auth.service must not be empty".into(),
+            ));
+        }
+        let counters = Arc::new(Counters::default());
+        let http = crate::auth::fetch::client(Duration::from_secs(cfg.cache.http_timeout_seconds))?;
+        let rules = Arc::new(RuleSet::compile(cfg)?);
+        let validator = Arc::new(Validator::new(
+            cfg,
+            rules.clone(),
+            http.clone(),
+            counters.clone(),
+        )?);
+        let bridge = cfg.token_endpoint.as_ref().map(|t| {
+            TokenBridge::new(
+                t.clone(),
+                cfg.service.clone(),
+                http.clone(),
+                validator.clone(),
+                counters.clone(),
+            )
+        });
+        Ok(Self {
+            realm: cfg.realm.clone(),
+            service: cfg.service.clone(),
+            validator,
+            anonymous: Arc::new(Principal::anonymous(rules.anonymous_permissions())),
+            has_anonymous: rules.has_anonymous(),
+            bridge,
+            counters,
+        })
+    }
+
+    /// Prefetch every issuer's keys; returns the issuers that failed (the
+    /// proxy should log them and carry on: keys are fetched again on use).
+    pub async fn warm_up(&self) -> Vec<String> {
+        self.validator.warm_up().await
+    }
+
+    /// Decide a registry request.
+    ///
+    /// `authorization` is the raw `Authorization` header, if any. A header
+    /// with another scheme than Bearer (e.g. Basic sent pre-emptively) is
+    /// answered like a missing token, so the client learns the Bearer realm.
+    /// A bad Bearer token is refused even where anonymous pull would be
+    /// allowed: silently downgrading would hide broken credentials.
+    pub async fn authorize(
+        &self,
+        method: &http::Method,
+        target: &Target<'_>,
+        authorization: Option<&[u8]>,
+    ) -> Result<Arc<Principal>, AuthError> {
+        let scopes = required_scopes(method, target);
+        let token = authorization.and_then(bearer_token);
+        let Some(token) = token else {
+            let anon_ok = match target {
+                Target::Base => self.has_anonymous,
+                _ => self.anonymous.allows_all(&scopes),
+            };
+            return if anon_ok {
+                Ok(self.anonymous.clone())
+            } else {
+                Err(AuthError::MissingToken { scopes })
+            };
+        };
+        let principal = match token {
+            Ok(t) => self.validator.validate(t).await,
+            Err(reason) => Err(reason.into()),
+        }
+        .map_err(|e| AuthError::from_token_error(e, scopes.clone()))?;
+        if principal.allows_all(&scopes) {
+            Ok(principal)
+        } else {
+            Err(AuthError::InsufficientScope { scopes })
+        }
+    }
+
+    /// Validate a token alone (no request), e.g. for policies or tests.
+    pub async fn validate_token(&self, token: &str) -> Result<Arc<Principal>, TokenError> {
+        self.validator.validate(token).await
+    }
+
+    /// The response for a refusal.
+    pub fn reject(&self, err: &AuthError) -> Rejection {
+        crate::auth::challenge::reject(&self.realm, &self.service, err)
+    }
+
+    /// The token endpoint, if configured.
+    pub fn token_endpoint(&self) -> Option<&TokenBridge> {
+        self.bridge.as_ref()
+    }
+
+    /// Counters for the metrics exporter.
+    pub fn counters(&self) -> CounterSnapshot {
+        self.counters.snapshot()
+    }
+
+    /// The `service` name.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+}
+
+/// Extract a Bearer token: `None` if the header is absent or another scheme,
+/// `Some(Err)` if it is Bearer but not a syntactically valid RFC 6750
+/// `b64token`.
+pub fn bearer_token(header: &[u8]) -> Option<Result<&str, InvalidReason>> {
+    let text = std::str::from_utf8(header).ok()?.trim();
+    let (scheme, rest) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = rest.trim_start_matches(' ');
+    let body = token.trim_end_matches('=');
+    let valid = !body.is_empty()
+        && body.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+        });
+    Some(if valid {
+        Ok(token)
+    } else {
+        Err(InvalidReason::Malformed)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_header_parsing() {
+        assert_eq!(bearer_token(b"Bearer abc.def.ghi"), Some(Ok("abc.def.ghi")));
+        assert_eq!(bearer_token(b"bearer  abc=="), Some(Ok("abc==")));
+        assert_eq!(bearer_token(b"Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer_token(b"Bearer"), Some(Err(InvalidReason::Malformed)));
+        assert_eq!(
+            bearer_token(b"Bearer a b"),
+            Some(Err(InvalidReason::Malformed))
+        );
+        assert_eq!(
+            bearer_token(b"Bearer \"x\""),
+            Some(Err(InvalidReason::Malformed))
+        );
+        assert_eq!(bearer_token(&[0xff, 0xfe]), None);
+    }
+}
+
+#[cfg(test)]
+mod security_tests;

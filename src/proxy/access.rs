@@ -1,0 +1,118 @@
+//! Authentication at the proxy: the token endpoint bridge and the per-request decision,
+//! which always runs before the cache so that a cache hit never lets anyone read.
+
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::ctx::RequestCtx;
+use super::{respond, MargoProxy};
+use crate::auth::{Authenticator, Target};
+use crate::oci::OciRoute;
+
+/// Largest token request body (a form with a few fields).
+const MAX_TOKEN_REQUEST: usize = 16 * 1024;
+
+/// Answers the token endpoint when the request is for it; `Ok(false)` otherwise.
+pub async fn token_endpoint(
+    proxy: &MargoProxy,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<bool> {
+    let Some(bridge) = proxy.state.auth.as_ref().and_then(|a| a.token_endpoint()) else {
+        return Ok(false);
+    };
+    if session.req_header().uri.path() != bridge.path() {
+        return Ok(false);
+    }
+    ctx.operation = "token";
+    let mut body = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > MAX_TOKEN_REQUEST {
+            let mut resp = ResponseHeader::build(413, Some(2))?;
+            resp.insert_header("Content-Length", "0")?;
+            ctx.answered_status = Some(413);
+            session.set_keepalive(None);
+            respond::write(session, resp, Bytes::new()).await?;
+            return Ok(true);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let req = session.req_header();
+    let answer = bridge
+        .handle(&req.method, &req.headers, req.uri.query(), &body)
+        .await;
+    let mut resp = ResponseHeader::build(answer.status.as_u16(), Some(4))?;
+    for (name, value) in &answer.headers {
+        resp.insert_header(name.clone(), value.as_str())?;
+    }
+    resp.insert_header("Content-Length", answer.body.len().to_string())?;
+    resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    ctx.answered_status = Some(answer.status.as_u16());
+    respond::write(session, resp, Bytes::from(answer.body.into_bytes())).await?;
+    Ok(true)
+}
+
+/// The auth decision for a parsed request; answers the refusal itself and returns
+/// `Ok(true)` when the request must stop here.
+pub async fn authorize(
+    auth: &Authenticator,
+    proxy: &MargoProxy,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    route: &OciRoute,
+) -> Result<bool> {
+    let req = session.req_header();
+    let mount_from = match route {
+        OciRoute::UploadStart { .. } => req.uri.query().and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "from")
+                .map(|(_, v)| v.into_owned())
+        }),
+        _ => None,
+    };
+    let target = match route {
+        OciRoute::Ping => Target::Base,
+        OciRoute::Catalog => Target::Catalog,
+        other => match other.name() {
+            Some(name) => Target::Repository {
+                name: name.as_str(),
+                mount_from: mount_from.as_deref(),
+            },
+            None => Target::Base,
+        },
+    };
+    let header = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    match auth.authorize(&req.method, &target, header).await {
+        Ok(principal) => {
+            proxy.state.metrics.auth_decision(
+                "allow",
+                if principal.anonymous {
+                    "anonymous"
+                } else {
+                    "token"
+                },
+            );
+            ctx.principal = Some(principal);
+            Ok(false)
+        }
+        Err(e) => {
+            proxy.state.metrics.auth_decision("deny", e.reason());
+            let rejection = auth.reject(&e);
+            let mut resp = ResponseHeader::build(rejection.status.as_u16(), Some(4))?;
+            for (name, value) in &rejection.headers {
+                resp.insert_header(name.clone(), value.as_str())?;
+            }
+            resp.insert_header("Content-Length", rejection.body.len().to_string())?;
+            resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+            ctx.answered_status = Some(rejection.status.as_u16());
+            ctx.refusal = Some(format!("auth: {}", e.reason()));
+            respond::write(session, resp, Bytes::from(rejection.body.into_bytes())).await?;
+            Ok(true)
+        }
+    }
+}
