@@ -2,8 +2,11 @@
 //!
 //! Where to look:
 //! - [`oci`]: the OCI Distribution vocabulary (paths, names, digests, error bodies);
+//! - [`margo`]: the Margo rules: `margo.yaml` model and validator, package and component
+//!   manifest rules, Compose archive safety, the offline `validate` command;
 //! - [`config`]: the YAML file and its checks;
 //! - [`upstream`]: reaching upstream registries, routing names to them, rewriting URLs;
+//! - [`policy`]: security teams' Rego policies (regorus), audit or enforce;
 //! - [`proxy`]: the Pingora `ProxyHttp` glue that ties it together per request;
 //! - [`auth`]: bearer tokens from an external auth service, per-repository access;
 //! - [`cache`]: the in-memory manifest cache (moka) that spares the upstream;
@@ -16,8 +19,10 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod logging;
+pub mod margo;
 pub mod metrics;
 pub mod oci;
+pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod upstream;

@@ -36,6 +36,42 @@ enum Command {
     },
     /// Check a config file and exit non-zero with a line-precise message on errors.
     CheckConfig { file: PathBuf },
+    /// Develop Rego admission policies offline.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Check Margo content offline, as a push would be checked: a `margo.yaml`, a package
+    /// directory, a Compose archive or an OCI image layout. Exit 0 valid, 1 violations,
+    /// 2 unusable input.
+    Validate {
+        path: PathBuf,
+        #[arg(long, value_enum, default_value = "human")]
+        format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Run the Rego unit tests (`test_*` rules) in DIR, like `opa test`.
+    Test {
+        #[arg(default_value = "policies")]
+        dirs: Vec<PathBuf>,
+    },
+    /// Evaluate an input document (see policies/examples) and print the decision.
+    Eval {
+        #[arg(long)]
+        input: PathBuf,
+        /// Policy directories (default: policies).
+        #[arg(long = "dir")]
+        dirs: Vec<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Human,
+    Json,
 }
 
 fn main() -> ExitCode {
@@ -72,6 +108,34 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Policy { command } => {
+            use margo_proxy::policy::{cli, PolicyConfig};
+            let mut out = std::io::stdout();
+            let code = match command {
+                PolicyCommand::Test { dirs } => cli::cmd_test(&dirs, &mut out),
+                PolicyCommand::Eval { input, dirs } => {
+                    let mut config = PolicyConfig::default();
+                    if !dirs.is_empty() {
+                        config.directories = dirs;
+                    }
+                    config.reload.watch = false;
+                    cli::cmd_eval(&input, &config, &mut out)
+                }
+            };
+            ExitCode::from(u8::try_from(code).unwrap_or(2))
+        }
+        Command::Validate { path, format } => {
+            use margo_proxy::margo::offline::{
+                render, validate_path, OfflineOptions, OutputFormat,
+            };
+            let outcome = validate_path(&path, &OfflineOptions::default());
+            let format = match format {
+                Format::Human => OutputFormat::Human,
+                Format::Json => OutputFormat::Json,
+            };
+            print!("{}", render(&outcome, format));
+            ExitCode::from(u8::try_from(outcome.exit_code()).unwrap_or(2))
         }
         Command::CheckConfig { file } => match Config::load(&file) {
             Ok(_) => {

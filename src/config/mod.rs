@@ -72,6 +72,9 @@ pub struct Config {
     /// (the upstream's own auth, if any, still applies).
     #[serde(default)]
     pub auth: Option<crate::auth::AuthConfig>,
+    /// Rego admission policies. Absent: no policies are evaluated.
+    #[serde(default)]
+    pub policy: Option<crate::policy::PolicyConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,7 +214,7 @@ pub struct Rewrite {
     pub prefix: String,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteKind {
     /// Margo Application Packages.

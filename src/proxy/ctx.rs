@@ -32,6 +32,10 @@ pub struct RequestCtx {
     pub cache_result: Option<&'static str>,
     /// Who is asking, once the auth layer has decided (absent when auth is off).
     pub principal: Option<std::sync::Arc<crate::auth::Principal>>,
+    /// The policy rule that denied the request (sent as a header, for HEAD).
+    pub policy_denied_rule: Option<String>,
+    /// A body that replaces the upstream's (a policy denial after the headers came).
+    pub body_replacement: Option<bytes::Bytes>,
 }
 
 impl RequestCtx {
@@ -53,6 +57,8 @@ impl RequestCtx {
             body_rewrite: None,
             cache_result: None,
             principal: None,
+            policy_denied_rule: None,
+            body_replacement: None,
         }
     }
 

@@ -131,6 +131,22 @@ pub async fn try_serve(
     if negotiate(&session.req_header().headers, manifest.content_type()) == Negotiation::Bypass {
         return Ok(false);
     }
+    let method = session.req_header().method.clone();
+    let cache_hit = !fetched.load(Ordering::Relaxed);
+    if let Some(e) = super::policy::pull(
+        proxy,
+        ctx,
+        &method,
+        manifest.content_type(),
+        manifest.digest(),
+        manifest.body(),
+        cache_hit,
+    )
+    .await
+    {
+        respond::oci_error(session, ctx, &e).await?;
+        return Ok(true);
+    }
     let result = if stale {
         "stale"
     } else if fetched.load(Ordering::Relaxed) {

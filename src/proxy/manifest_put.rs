@@ -32,11 +32,19 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         Ok(b) => b,
         Err(e) => return respond::oci_error(session, ctx, &e).await,
     };
-    // Admission rules plug in here (they see the body before the upstream does).
     let (Some(fwd), Some(upstream)) = (ctx.forward.clone(), proxy.upstream_of(ctx).cloned()) else {
         let e = OciError::new(OciErrorCode::Unavailable, "request was not routed");
         return respond::oci_error(session, ctx, &e).await;
     };
+    // Admission sees the body before the upstream does; a refusal ends the push here.
+    let admitted = match super::admission::admit(proxy, ctx, &upstream, &body).await {
+        Ok(a) => a,
+        Err(e) => return respond::oci_error(session, ctx, &e).await,
+    };
+    let method = session.req_header().method.clone();
+    if let Some(e) = super::policy::push(proxy, ctx, &method, &body, admitted).await {
+        return respond::oci_error(session, ctx, &e).await;
+    }
     let req = session.req_header();
     let mut out = upstream
         .http

@@ -2,9 +2,11 @@
 //! other modules and applies the answer. Nothing here decides policy on its own.
 
 mod access;
+mod admission;
 pub mod ctx;
 mod manifest_get;
 mod manifest_put;
+mod policy;
 pub mod respond;
 mod rewrite;
 
@@ -23,6 +25,7 @@ use crate::config::{Config, Limits};
 use crate::metrics::{Metrics, RequestRecord, UpstreamErrorKind};
 use crate::oci::path::{operation, PathError};
 use crate::oci::{OciError, OciErrorCode, OciRoute};
+use crate::policy::PolicyService;
 use crate::upstream::forward::{self, ForwardError};
 use crate::upstream::routing::{RouteError, Router};
 use crate::upstream::{credentials, Upstream};
@@ -37,6 +40,8 @@ pub struct ProxyState {
     pub metrics: Arc<Metrics>,
     /// `None` when the config has no `auth:` section: clients are not authenticated.
     pub auth: Option<Arc<Authenticator>>,
+    /// `None` when the config has no `policy:` section.
+    pub policy: Option<Arc<PolicyService>>,
     pub router: Router,
     pub public_url: Option<String>,
     pub limits: Limits,
@@ -61,7 +66,14 @@ impl ProxyState {
             )),
             None => None,
         };
+        let policy = match &config.policy {
+            Some(p) => Some(Arc::new(
+                PolicyService::new(p.clone()).map_err(|e| format!("policy: {e}"))?,
+            )),
+            None => None,
+        };
         Ok(ProxyState {
+            policy,
             upstreams,
             cache,
             cache_max_manifest: config.cache.max_manifest_bytes,
@@ -137,6 +149,47 @@ impl MargoProxy {
         ) {
             cache.on_manifest_delete(&key, &reference).await;
         }
+    }
+
+    /// A manifest pulled through (not from the cache): the policy sees its descriptor as
+    /// the upstream's headers give it; a denial replaces the response with a 403.
+    async fn pull_policy_on_response(
+        &self,
+        session: &Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let header = |n: &str| {
+            resp.headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let (content_type, digest) = (header("content-type"), header("docker-content-digest"));
+        let method = session.req_header().method.clone();
+        let Some(err) = policy::pull(self, ctx, &method, &content_type, &digest, b"", false).await
+        else {
+            return Ok(());
+        };
+        let body = err.body();
+        resp.set_status(err.status)?;
+        for h in [
+            "content-type",
+            "content-length",
+            "docker-content-digest",
+            "etag",
+        ] {
+            resp.remove_header(h);
+        }
+        resp.insert_header("Content-Type", "application/json")?;
+        resp.insert_header("Content-Length", body.len().to_string())?;
+        if let Some(rule) = &ctx.policy_denied_rule {
+            resp.insert_header(policy::DENIED_HEADER, rule.as_str())?;
+        }
+        ctx.refusal = err.errors.first().map(|e| e.message.clone());
+        ctx.body_replacement = Some(bytes::Bytes::from(body));
+        Ok(())
     }
 
     fn upstream_of(&self, ctx: &RequestCtx) -> Option<&Arc<Upstream>> {
@@ -249,6 +302,12 @@ impl ProxyHttp for MargoProxy {
             respond::oci_error(session, ctx, &e).await?;
             return Ok(true);
         }
+        if let Some(err) =
+            policy::before_proxying(self, ctx, &session.req_header().method.clone()).await
+        {
+            respond::oci_error(session, ctx, &err).await?;
+            return Ok(true);
+        }
         match ctx.operation {
             "manifest_put" => {
                 manifest_put::handle(self, session, ctx).await?;
@@ -325,7 +384,7 @@ impl ProxyHttp for MargoProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
@@ -334,6 +393,13 @@ impl ProxyHttp for MargoProxy {
             if ctx.operation == "manifest_delete" && resp.status.is_success() {
                 self.invalidate_after_delete(ctx, &upstream).await;
             }
+        }
+        if self.state.policy.is_some()
+            && ctx.cache_result.is_none()
+            && matches!(ctx.operation, "manifest_get" | "manifest_head")
+            && resp.status == http::StatusCode::OK
+        {
+            self.pull_policy_on_response(session, resp, ctx).await?;
         }
         if rewrite::wants_tags_body_rewrite(ctx, resp) {
             // The body names the repository as the upstream knows it: it will be rewritten,
@@ -352,6 +418,11 @@ impl ProxyHttp for MargoProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
+        if let Some(replacement) = &ctx.body_replacement {
+            // The upstream's body is swallowed; ours goes out at its end.
+            *body = end_of_stream.then(|| replacement.clone());
+            return Ok(None);
+        }
         if let Some(buf) = ctx.body_rewrite.as_mut() {
             if let Some(chunk) = body.take() {
                 if buf.len() + chunk.len() > rewrite::MAX_REWRITTEN_BODY {

@@ -1,0 +1,214 @@
+//! sha256 content digests (`sha256:<64 hex>`), for blobs in memory and streamed.
+//!
+//! Blobs are fetched from the upstream by digest; verifying what arrived against the
+//! descriptor is what makes "the bytes we validated are the bytes that will be served"
+//! true, so the check is cheap to call and hard to get wrong.
+
+use std::io::{self, Read};
+
+use sha2::{Digest as _, Sha256};
+
+/// A parsed `algorithm:hex` digest. Only sha256 can be computed here; sha512 parses
+/// (it is a registered OCI algorithm) so that it is reported as unsupported, not malformed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Digest {
+    algorithm: Algorithm,
+    hex: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    Sha256,
+    Sha512,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DigestError {
+    #[error("digest {0:?} is not of the form sha256:<64 lowercase hex>")]
+    Malformed(String),
+    #[error("digest algorithm of {0:?} is not supported (only sha256)")]
+    Unsupported(String),
+    #[error("content digest is {actual}, expected {expected}")]
+    Mismatch { expected: String, actual: String },
+    #[error("content is {actual} bytes, expected {expected}")]
+    SizeMismatch { expected: u64, actual: u64 },
+}
+
+impl Digest {
+    pub fn parse(s: &str) -> Result<Self, DigestError> {
+        let (alg, hex) = s
+            .split_once(':')
+            .ok_or_else(|| DigestError::Malformed(s.to_owned()))?;
+        let (algorithm, len) = match alg {
+            "sha256" => (Algorithm::Sha256, 64),
+            "sha512" => (Algorithm::Sha512, 128),
+            _ => return Err(DigestError::Malformed(s.to_owned())),
+        };
+        let lower_hex = hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if hex.len() != len || !lower_hex {
+            return Err(DigestError::Malformed(s.to_owned()));
+        }
+        Ok(Self {
+            algorithm,
+            hex: hex.to_owned(),
+        })
+    }
+
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let alg = match self.algorithm {
+            Algorithm::Sha256 => "sha256",
+            Algorithm::Sha512 => "sha512",
+        };
+        write!(f, "{alg}:{}", self.hex)
+    }
+}
+
+/// `sha256:<hex>` of the bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Checks bytes against an expected digest and, when given, size.
+pub fn verify_blob(bytes: &[u8], expected: &str, size: Option<u64>) -> Result<(), DigestError> {
+    let want = Digest::parse(expected)?;
+    if want.algorithm != Algorithm::Sha256 {
+        return Err(DigestError::Unsupported(expected.to_owned()));
+    }
+    let actual_len = bytes.len() as u64;
+    if let Some(size) = size.filter(|s| *s != actual_len) {
+        return Err(DigestError::SizeMismatch {
+            expected: size,
+            actual: actual_len,
+        });
+    }
+    let actual = sha256_digest(bytes);
+    if actual != want.to_string() {
+        return Err(DigestError::Mismatch {
+            expected: want.to_string(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// A reader that hashes and counts what passes through, and fails once more than
+/// `limit` bytes were read (so a stream cannot run forever).
+#[derive(Debug)]
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+    count: u64,
+    limit: u64,
+}
+
+impl<R: Read> HashingReader<R> {
+    pub fn new(inner: R, limit: u64) -> Self {
+        Self {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+            limit,
+        }
+    }
+
+    /// Bytes read so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// `sha256:<hex>` of everything read so far.
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", hex::encode(self.hasher.clone().finalize()))
+    }
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count = self.count.saturating_add(n as u64);
+        if self.count > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("stream exceeds {} bytes", self.limit),
+            ));
+        }
+        self.hasher.update(buf.get(..n).unwrap_or_default());
+        Ok(n)
+    }
+}
+
+/// The OCI empty descriptor's digest (the content `{}`).
+pub const EMPTY_JSON_DIGEST: &str =
+    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_json_digest_is_sha256_of_braces() {
+        assert_eq!(sha256_digest(b"{}"), EMPTY_JSON_DIGEST);
+    }
+
+    #[test]
+    fn parse_table() {
+        let ok = format!("sha256:{}", "a".repeat(64));
+        let cases = [
+            (ok.as_str(), true),
+            ("sha256:abc", false),
+            (&*format!("sha256:{}", "A".repeat(64)), false),
+            (&*format!("md5:{}", "a".repeat(64)), false),
+            ("nocolon", false),
+            (&*format!("sha512:{}", "0".repeat(128)), true),
+        ];
+        for (s, want) in cases {
+            assert_eq!(Digest::parse(s).is_ok(), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn verify_table() {
+        let d = sha256_digest(b"hello");
+        assert_eq!(verify_blob(b"hello", &d, Some(5)), Ok(()));
+        assert_eq!(verify_blob(b"hello", &d, None), Ok(()));
+        assert!(matches!(
+            verify_blob(b"hellO", &d, None),
+            Err(DigestError::Mismatch { .. })
+        ));
+        assert_eq!(
+            verify_blob(b"hello", &d, Some(6)),
+            Err(DigestError::SizeMismatch {
+                expected: 6,
+                actual: 5
+            })
+        );
+        let sha512 = format!("sha512:{}", "0".repeat(128));
+        assert!(matches!(
+            verify_blob(b"x", &sha512, None),
+            Err(DigestError::Unsupported(_))
+        ));
+    }
+
+    #[test]
+    fn hashing_reader_hashes_and_caps() {
+        let mut r = HashingReader::new(&b"hello"[..], 10);
+        let mut out = Vec::new();
+        assert!(r.read_to_end(&mut out).is_ok());
+        assert_eq!(r.digest(), sha256_digest(b"hello"));
+        assert_eq!(r.count(), 5);
+        let mut r = HashingReader::new(&b"hello"[..], 3);
+        assert!(r.read_to_end(&mut out).is_err());
+    }
+}

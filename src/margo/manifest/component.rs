@@ -1,0 +1,433 @@
+//! Component manifests: Compose archives and Helm charts.
+
+use crate::margo::manifest::descriptor::{Manifest, ANNOTATION_VERSION, OCI_IMAGE_MANIFEST};
+use crate::margo::manifest::{NextStep, Reference};
+use crate::margo::report::{FieldPath, Report, RuleId, Violation};
+
+pub const COMPOSE_ARTIFACT_TYPE: &str = "application/vnd.org.margo.component.compose+json";
+pub const COMPOSE_LAYER_MEDIA_TYPE: &str = "application/vnd.org.margo.component.compose.tar+gzip";
+pub const ANNOTATION_COMPONENT_TYPE: &str = "org.margo.component.type";
+pub const ANNOTATION_COMPONENT_VERSION: &str = "org.margo.component.version";
+pub const HELM_CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.helm.config.v1+json";
+pub const HELM_CHART_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
+pub const HELM_PROVENANCE_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.provenance.v1.prov";
+
+fn value(s: &str) -> serde_json::Value {
+    serde_json::Value::String(s.to_owned())
+}
+
+/// SemVer 2.0 without a leading `v` (the `semver` crate refuses `v`, leading zeros and
+/// partial versions, as SemVer 2.0 does).
+pub fn is_semver(s: &str) -> bool {
+    semver::Version::parse(s).is_ok()
+}
+
+fn common(m: &Manifest, out: &mut Report) {
+    let root = FieldPath::root();
+    if m.schema_version != Some(2) {
+        out.push(Violation::new(
+            RuleId::ManifestSchemaVersion,
+            root.key("schemaVersion"),
+            "2",
+        ));
+    }
+    if m.media_type.as_deref() != Some(OCI_IMAGE_MANIFEST) {
+        let v = Violation::new(
+            RuleId::ManifestMediaType,
+            root.key("mediaType"),
+            OCI_IMAGE_MANIFEST,
+        );
+        out.push(match &m.media_type {
+            Some(s) => v.with_value(value(s)),
+            None => v,
+        });
+    }
+}
+
+/// Compose component manifest rules. Returns the archive layer to fetch.
+pub(crate) fn check_compose_manifest(
+    m: &Manifest,
+    reference: &Reference,
+    out: &mut Report,
+) -> NextStep {
+    common(m, out);
+    let layers_path = FieldPath::root().key("layers");
+    let [layer] = m.layers.as_slice() else {
+        out.push(
+            Violation::new(
+                RuleId::ComponentLayer,
+                layers_path,
+                format!("exactly one layer of mediaType {COMPOSE_LAYER_MEDIA_TYPE}"),
+            )
+            .with_value(serde_json::Value::from(m.layers.len())),
+        );
+        return NextStep::Done;
+    };
+    let at = layers_path.index(0);
+    if layer.media_type != COMPOSE_LAYER_MEDIA_TYPE {
+        out.push(
+            Violation::new(
+                RuleId::ComponentLayer,
+                at.key("mediaType"),
+                COMPOSE_LAYER_MEDIA_TYPE,
+            )
+            .with_value(value(&layer.media_type)),
+        );
+    }
+    let ann = at.key("annotations");
+    match layer.annotations.get(ANNOTATION_COMPONENT_TYPE) {
+        Some(t) if t == "compose" => {}
+        other => {
+            let v = Violation::new(
+                RuleId::ComponentAnnotation,
+                ann.key(ANNOTATION_COMPONENT_TYPE),
+                "\"compose\"",
+            );
+            out.push(match other {
+                Some(t) => v.with_value(value(t)),
+                None => v,
+            });
+        }
+    }
+    match layer.annotations.get(ANNOTATION_COMPONENT_VERSION) {
+        None => out.push(Violation::new(
+            RuleId::ComponentAnnotation,
+            ann.key(ANNOTATION_COMPONENT_VERSION),
+            "a SemVer 2.0 version (without `v`)",
+        )),
+        Some(version) => {
+            let vpath = ann.key(ANNOTATION_COMPONENT_VERSION);
+            if !is_semver(version) {
+                out.push(
+                    Violation::new(
+                        RuleId::ComponentVersion,
+                        vpath.clone(),
+                        "a SemVer 2.0 version without a leading `v`",
+                    )
+                    .with_value(value(version)),
+                );
+            }
+            if let Some(tag) = reference.tag().filter(|t| t != version) {
+                out.push(
+                    Violation::new(
+                        RuleId::ComponentVersion,
+                        FieldPath::root().key("tag"),
+                        format!("the tag {version:?} ({ANNOTATION_COMPONENT_VERSION})"),
+                    )
+                    .with_value(value(tag)),
+                );
+            }
+            if let Some(oci) = layer
+                .annotations
+                .get(ANNOTATION_VERSION)
+                .filter(|o| *o != version)
+            {
+                out.push(
+                    Violation::new(
+                        RuleId::ComponentVersion,
+                        ann.key(ANNOTATION_VERSION),
+                        format!("{version:?} (equal to {ANNOTATION_COMPONENT_VERSION})"),
+                    )
+                    .with_value(value(oci)),
+                );
+            }
+        }
+    }
+    NextStep::ComposeArchive(layer.clone())
+}
+
+/// Helm chart manifest rules (as Helm itself pushes them): Helm config, exactly one
+/// chart layer, optionally one provenance layer.
+pub(crate) fn check_helm_manifest(m: &Manifest, out: &mut Report) {
+    common(m, out);
+    let root = FieldPath::root();
+    if m.config.as_ref().map(|c| c.media_type.as_str()) != Some(HELM_CONFIG_MEDIA_TYPE) {
+        out.push(Violation::new(
+            RuleId::ManifestConfig,
+            root.key("config"),
+            format!("a config of mediaType {HELM_CONFIG_MEDIA_TYPE}"),
+        ));
+    }
+    let charts = m
+        .layers
+        .iter()
+        .filter(|l| l.media_type == HELM_CHART_MEDIA_TYPE)
+        .count();
+    if charts != 1 {
+        out.push(
+            Violation::new(
+                RuleId::ComponentLayer,
+                root.key("layers"),
+                format!("exactly one layer of mediaType {HELM_CHART_MEDIA_TYPE}"),
+            )
+            .with_value(serde_json::Value::from(charts)),
+        );
+    }
+    for (i, l) in m.layers.iter().enumerate() {
+        if l.media_type != HELM_CHART_MEDIA_TYPE && l.media_type != HELM_PROVENANCE_MEDIA_TYPE {
+            out.push(
+                Violation::new(
+                    RuleId::ManifestLayerMediaType,
+                    root.key("layers").index(i).key("mediaType"),
+                    format!("{HELM_CHART_MEDIA_TYPE} or {HELM_PROVENANCE_MEDIA_TYPE}"),
+                )
+                .with_value(value(&l.media_type)),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{check_manifest, ManifestOptions, RouteKind};
+    use super::*;
+    use serde_json::json;
+
+    fn compose_manifest() -> serde_json::Value {
+        let mut layer = desc(COMPOSE_LAYER_MEDIA_TYPE, b"tgz", Some("app.tar.gz"));
+        layer["annotations"]["org.margo.component.type"] = json!("compose");
+        layer["annotations"]["org.margo.component.version"] = json!("1.2.3");
+        layer["annotations"]["org.opencontainers.image.version"] = json!("1.2.3");
+        json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_IMAGE_MANIFEST,
+            "artifactType": COMPOSE_ARTIFACT_TYPE,
+            "config": empty_config(),
+            "layers": [layer],
+        })
+    }
+
+    fn helm_manifest() -> serde_json::Value {
+        json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_IMAGE_MANIFEST,
+            "config": desc(HELM_CONFIG_MEDIA_TYPE, b"{}", None),
+            "layers": [desc(HELM_CHART_MEDIA_TYPE, b"chart", None)],
+        })
+    }
+
+    type Edit = fn(&mut serde_json::Value);
+    type Case<'a> = (&'a str, Edit, &'a str, Option<(RuleId, &'a str)>);
+
+    fn run(base: fn() -> serde_json::Value, cases: Vec<Case<'_>>) {
+        for (name, edit, tag, want) in cases {
+            let mut m = base();
+            edit(&mut m);
+            let bytes = serde_json::to_vec(&m).unwrap_or_default();
+            let c = check_manifest(
+                &bytes,
+                RouteKind::Component,
+                &Reference::parse(tag),
+                &ManifestOptions::default(),
+            );
+            match want {
+                None => assert!(c.report.is_empty(), "{name}: {:?}", c.report.violations()),
+                Some((rule, path)) => assert!(
+                    c.report
+                        .violations()
+                        .iter()
+                        .any(|v| v.rule == rule && v.path.to_string() == path),
+                    "{name}: want {rule} at {path}, got {:?}",
+                    c.report
+                        .violations()
+                        .iter()
+                        .map(|v| (v.rule.as_str(), v.path.to_string()))
+                        .collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn semver_table() {
+        for (s, want) in [
+            ("1.2.3", true),
+            ("1.2.3-rc.1+build.5", true),
+            ("v1.2.3", false),
+            ("1.2", false),
+            ("01.2.3", false),
+            ("", false),
+        ] {
+            assert_eq!(is_semver(s), want, "{s}");
+        }
+    }
+
+    #[test]
+    fn compose_manifest_rules() {
+        run(
+            compose_manifest,
+            vec![
+                ("valid", |_| {}, "1.2.3", None),
+                (
+                    "digest push",
+                    |_| {},
+                    "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                    None,
+                ),
+                (
+                    "two layers",
+                    |m| {
+                        let l = m["layers"][0].clone();
+                        if let Some(a) = m["layers"].as_array_mut() {
+                            a.push(l);
+                        }
+                    },
+                    "1.2.3",
+                    Some((RuleId::ComponentLayer, "layers")),
+                ),
+                (
+                    "no layers",
+                    |m| m["layers"] = json!([]),
+                    "1.2.3",
+                    Some((RuleId::ComponentLayer, "layers")),
+                ),
+                (
+                    "layer media type",
+                    |m| m["layers"][0]["mediaType"] = json!("application/gzip"),
+                    "1.2.3",
+                    Some((RuleId::ComponentLayer, "layers[0].mediaType")),
+                ),
+                (
+                    "type missing",
+                    |m| {
+                        m["layers"][0]["annotations"]
+                            .as_object_mut()
+                            .map(|o| o.remove("org.margo.component.type"));
+                    },
+                    "1.2.3",
+                    Some((
+                        RuleId::ComponentAnnotation,
+                        "layers[0].annotations[\"org.margo.component.type\"]",
+                    )),
+                ),
+                (
+                    "type wrong",
+                    |m| m["layers"][0]["annotations"]["org.margo.component.type"] = json!("helm"),
+                    "1.2.3",
+                    Some((
+                        RuleId::ComponentAnnotation,
+                        "layers[0].annotations[\"org.margo.component.type\"]",
+                    )),
+                ),
+                (
+                    "version missing",
+                    |m| {
+                        m["layers"][0]["annotations"]
+                            .as_object_mut()
+                            .map(|o| o.remove("org.margo.component.version"));
+                    },
+                    "1.2.3",
+                    Some((
+                        RuleId::ComponentAnnotation,
+                        "layers[0].annotations[\"org.margo.component.version\"]",
+                    )),
+                ),
+                (
+                    "version with v",
+                    |m| {
+                        m["layers"][0]["annotations"]["org.margo.component.version"] =
+                            json!("v1.2.3")
+                    },
+                    "v1.2.3",
+                    Some((
+                        RuleId::ComponentVersion,
+                        "layers[0].annotations[\"org.margo.component.version\"]",
+                    )),
+                ),
+                (
+                    "tag differs",
+                    |_| {},
+                    "1.2.4",
+                    Some((RuleId::ComponentVersion, "tag")),
+                ),
+                (
+                    "oci version differs",
+                    |m| {
+                        m["layers"][0]["annotations"]["org.opencontainers.image.version"] =
+                            json!("1.2.4")
+                    },
+                    "1.2.3",
+                    Some((
+                        RuleId::ComponentVersion,
+                        "layers[0].annotations[\"org.opencontainers.image.version\"]",
+                    )),
+                ),
+                (
+                    "oci version absent ok",
+                    |m| {
+                        m["layers"][0]["annotations"]
+                            .as_object_mut()
+                            .map(|o| o.remove("org.opencontainers.image.version"));
+                    },
+                    "1.2.3",
+                    None,
+                ),
+                (
+                    "schemaVersion",
+                    |m| m["schemaVersion"] = json!(3),
+                    "1.2.3",
+                    Some((RuleId::ManifestSchemaVersion, "schemaVersion")),
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn compose_asks_for_archive() {
+        let bytes = serde_json::to_vec(&compose_manifest()).unwrap_or_default();
+        let c = check_manifest(
+            &bytes,
+            RouteKind::Component,
+            &Reference::parse("1.2.3"),
+            &ManifestOptions::default(),
+        );
+        assert!(
+            matches!(c.next, NextStep::ComposeArchive(ref d) if d.media_type == COMPOSE_LAYER_MEDIA_TYPE)
+        );
+    }
+
+    #[test]
+    fn helm_manifest_rules() {
+        run(
+            helm_manifest,
+            vec![
+                ("valid", |_| {}, "1.0.0", None),
+                (
+                    "with provenance",
+                    |m| {
+                        let p = desc(HELM_PROVENANCE_MEDIA_TYPE, b"prov", None);
+                        if let Some(a) = m["layers"].as_array_mut() {
+                            a.push(p);
+                        }
+                    },
+                    "1.0.0",
+                    None,
+                ),
+                (
+                    "no chart",
+                    |m| m["layers"][0]["mediaType"] = json!(HELM_PROVENANCE_MEDIA_TYPE),
+                    "1.0.0",
+                    Some((RuleId::ComponentLayer, "layers")),
+                ),
+                (
+                    "foreign layer",
+                    |m| {
+                        let p = desc("application/octet-stream", b"x", None);
+                        if let Some(a) = m["layers"].as_array_mut() {
+                            a.push(p);
+                        }
+                    },
+                    "1.0.0",
+                    Some((RuleId::ManifestLayerMediaType, "layers[1].mediaType")),
+                ),
+                (
+                    "mediaType",
+                    |m| m["mediaType"] = json!("x"),
+                    "1.0.0",
+                    Some((RuleId::ManifestMediaType, "mediaType")),
+                ),
+            ],
+        );
+    }
+}

@@ -1,0 +1,30 @@
+//! Margo admission logic: pure functions over bytes, no network, no Pingora.
+//!
+//! The proxy calls these on a push; `margo-proxy validate` calls the same functions
+//! offline. Everything that takes bytes takes untrusted bytes: sizes are capped, YAML
+//! and regexes are budgeted, and nothing panics on any input (see `fuzz_smoke`).
+//!
+//! - [`yaml`]: budgeted YAML parsing into a positioned [`node::Node`] tree.
+//! - [`model`]: the typed Application Description (every LinkML class).
+//! - [`validate`]: every violation of a `margo.yaml`, with rule id, path and position.
+//! - [`manifest`]: package and component manifest rules, description cross-check, tags.
+//! - [`compose`]: streamed compose archive safety check.
+//! - [`digest`]: sha256 digests of blobs.
+//! - [`report`]: [`report::Violation`], [`report::Report`], [`report::RuleId`].
+//! - [`offline`]: the `validate PATH` command's engine and renderers.
+
+pub mod compose;
+pub mod digest;
+pub mod manifest;
+pub mod model;
+pub mod node;
+pub mod offline;
+pub mod report;
+pub mod resources;
+pub mod validate;
+pub mod yaml;
+
+#[cfg(test)]
+mod fuzz_smoke;
+
+pub use report::{FieldPath, Location, Report, RuleId, Violation};
