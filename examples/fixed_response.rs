@@ -1,0 +1,61 @@
+//! The ceiling for `scripts/bench`: Pingora answering a fixed response from memory, with
+//! the same thread count as the proxy, so a cache hit can be compared against "Pingora
+//! doing nothing at all". Usage: fixed_response ADDR BODY_FILE CONTENT_TYPE THREADS
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::prelude::HttpPeer;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::{Error, ErrorType, Result};
+
+struct Fixed {
+    body: Bytes,
+    content_type: String,
+}
+
+#[async_trait]
+impl ProxyHttp for Fixed {
+    type CTX = ();
+    fn new_ctx(&self) {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        let mut resp = ResponseHeader::build(200, Some(3))?;
+        resp.insert_header("Content-Type", self.content_type.as_str())?;
+        resp.insert_header("Content-Length", self.body.len().to_string())?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(self.body.clone()), true).await?;
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> Result<Box<HttpPeer>> {
+        Error::e_explain(ErrorType::InternalError, "never proxies")
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, addr, body, content_type, threads] = args.as_slice() else {
+        eprintln!("usage: fixed_response ADDR BODY_FILE CONTENT_TYPE THREADS");
+        std::process::exit(2);
+    };
+    let body = std::fs::read(body).expect("body file");
+    let conf = ServerConf {
+        threads: threads.parse().unwrap_or(2),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut svc = pingora::proxy::http_proxy_service(
+        &server.configuration,
+        Fixed {
+            body: Bytes::from(body),
+            content_type: content_type.clone(),
+        },
+    );
+    svc.add_tcp(addr);
+    server.add_service(svc);
+    server.run_forever();
+}
