@@ -26,7 +26,9 @@ impl ProxyHttp for Fixed {
         resp.insert_header("Content-Type", self.content_type.as_str())?;
         resp.insert_header("Content-Length", self.body.len().to_string())?;
         session.write_response_header(Box::new(resp), false).await?;
-        session.write_response_body(Some(self.body.clone()), true).await?;
+        session
+            .write_response_body(Some(self.body.clone()), true)
+            .await?;
         Ok(true)
     }
 
