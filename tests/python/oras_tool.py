@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import sys
+import tempfile
 
 import oras.client
 import oras.container
@@ -51,10 +52,11 @@ def push(args):
             print(json.dumps({"status": r.status_code, "body": r.text, "stage": "blob"}))
             return
         layers.append(layer)
-    empty_path = os.path.join(os.path.dirname(os.path.abspath(args.file[0].split("|")[0])), ".empty.json")
-    with open(empty_path, "w") as f:
-        f.write("{}")
-    c.upload_blob(empty_path, container, dict(EMPTY))
+    with tempfile.TemporaryDirectory() as tmp:
+        empty_path = os.path.join(tmp, "empty.json")
+        with open(empty_path, "w") as f:
+            f.write("{}")
+        c.upload_blob(empty_path, container, dict(EMPTY))
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
