@@ -16,7 +16,7 @@ use std::sync::Arc;
 use base64::Engine;
 
 use crate::auth::config::{BridgeGrant, TokenEndpointConfig};
-use crate::auth::error::TokenError;
+use crate::auth::error::{InvalidReason, TokenError};
 use crate::auth::fetch::send;
 use crate::auth::metrics::Counters;
 use crate::auth::secret::Secret;
@@ -448,6 +448,9 @@ impl TokenBridge {
                 .expires_in
                 .or(p.expires_at.map(|e| e.saturating_sub(now_unix())))
                 .unwrap_or(self.cfg.default_expires_in),
+            // Signed with a key the proxy has not fetched yet: the IdP has just rotated and
+            // the JWKS refetch cool-down is still running. Transient: the client may retry.
+            Err(TokenError::Invalid(InvalidReason::UnknownKey)) => return unavailable(),
             Err(TokenError::Invalid(reason)) => {
                 tracing::warn!(
                     reason = reason.label(),
