@@ -28,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod input;
 mod log;
+pub mod memo;
 pub mod reload;
 
 #[cfg(test)]

@@ -33,6 +33,7 @@ pub struct PolicyService {
     /// Serialises reloads (poller and SIGHUP) and remembers the last directory
     /// fingerprint the poller saw.
     reload_state: Mutex<Option<String>>,
+    memo: crate::policy::memo::DecisionMemo,
 }
 
 impl PolicyService {
@@ -47,6 +48,7 @@ impl PolicyService {
             config,
             current: RwLock::new(Arc::new(engine)),
             reload_state: Mutex::new(Some(fingerprint)),
+            memo: crate::policy::memo::DecisionMemo::default(),
         })
     }
 
@@ -68,6 +70,12 @@ impl PolicyService {
     /// Evaluates `input` against the live policy set (and logs the decision).
     pub fn evaluate(&self, input: &PolicyInput) -> Decision {
         self.current().evaluate(input)
+    }
+
+    /// Like [`Self::evaluate`], reusing the decision of an identical earlier input
+    /// under the same bundle revision (see [`crate::policy::memo`]). For hot paths.
+    pub fn evaluate_memoised(&self, input: &PolicyInput) -> Arc<Decision> {
+        self.memo.evaluate(&self.current(), input)
     }
 
     /// Reloads now (SIGHUP). On failure the previous set stays live and the error

@@ -168,7 +168,7 @@ pub async fn pull(
     });
     // Pull decisions are small (tens of µs) and sit on the cache-hit path: evaluated in
     // place, since a hand-off to the blocking pool costs more than the decision.
-    let decision = service.evaluate(&input);
+    let decision = service.evaluate_memoised(&input);
     answer(proxy, ctx, &decision)
 }
 
