@@ -439,6 +439,27 @@ impl Default for Report {
     }
 }
 
+#[cfg(test)]
+impl Report {
+    /// Table-test check: `None` expects no violation, `Some((rule, path))` expects one
+    /// of that rule at that path; the failure message lists what was found.
+    pub fn assert_expected(&self, case: &str, want: Option<(RuleId, &str)>) {
+        match want {
+            None => assert!(self.is_empty(), "{case}: {:?}", self.violations()),
+            Some((rule, path)) => assert!(
+                self.violations()
+                    .iter()
+                    .any(|v| v.rule == rule && v.path.to_string() == path),
+                "{case}: want {rule} at {path}, got {:?}",
+                self.violations()
+                    .iter()
+                    .map(|v| (v.rule.as_str(), v.path.to_string()))
+                    .collect::<Vec<_>>()
+            ),
+        }
+    }
+}
+
 impl Report {
     pub fn new() -> Self {
         Self::with_cap(DEFAULT_MAX_VIOLATIONS)

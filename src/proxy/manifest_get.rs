@@ -98,10 +98,12 @@ pub async fn try_serve(
     let fetched = Arc::new(AtomicBool::new(false));
     let flag = fetched.clone();
     let up = upstream.clone();
-    let path = format!("/v2/{name}/manifests/{digest}");
+    let (name_ref, digest_ref) = (name.as_str(), digest.as_str());
     let result = cache
-        .get_or_fetch(&key.digest(digest.as_str()), move || async move {
+        .get_or_fetch(&key.digest(digest.as_str()), || async move {
+            // Built only on a miss: hits stay allocation-light.
             flag.store(true, Ordering::Relaxed);
+            let path = format!("/v2/{name_ref}/manifests/{digest_ref}");
             fetch_manifest(&up, &path, auth, max).await
         })
         .await;

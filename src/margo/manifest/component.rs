@@ -221,21 +221,7 @@ mod tests {
                 &Reference::parse(tag),
                 &ManifestOptions::default(),
             );
-            match want {
-                None => assert!(c.report.is_empty(), "{name}: {:?}", c.report.violations()),
-                Some((rule, path)) => assert!(
-                    c.report
-                        .violations()
-                        .iter()
-                        .any(|v| v.rule == rule && v.path.to_string() == path),
-                    "{name}: want {rule} at {path}, got {:?}",
-                    c.report
-                        .violations()
-                        .iter()
-                        .map(|v| (v.rule.as_str(), v.path.to_string()))
-                        .collect::<Vec<_>>()
-                ),
-            }
+            c.report.assert_expected(name, want);
         }
     }
 

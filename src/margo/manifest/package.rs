@@ -525,21 +525,7 @@ mod tests {
             let mut m = package_manifest(DESC.as_bytes());
             edit(&mut m);
             let c = manifest_check(&m);
-            match want {
-                None => assert!(c.report.is_empty(), "{name}: {:?}", c.report.violations()),
-                Some((rule, path)) => assert!(
-                    c.report
-                        .violations()
-                        .iter()
-                        .any(|v| v.rule == rule && v.path.to_string() == path),
-                    "{name}: want {rule} at {path}, got {:?}",
-                    c.report
-                        .violations()
-                        .iter()
-                        .map(|v| (v.rule.as_str(), v.path.to_string()))
-                        .collect::<Vec<_>>()
-                ),
-            }
+            c.report.assert_expected(name, want);
         }
     }
 
@@ -697,21 +683,7 @@ mod tests {
         ];
         for (name, text, layers, reference, o, want) in cases {
             let c = second_phase(&text, &layers, reference, o);
-            match want {
-                None => assert!(c.report.is_empty(), "{name}: {:?}", c.report.violations()),
-                Some((rule, path)) => assert!(
-                    c.report
-                        .violations()
-                        .iter()
-                        .any(|v| v.rule == rule && v.path.to_string() == path),
-                    "{name}: want {rule} at {path}, got {:?}",
-                    c.report
-                        .violations()
-                        .iter()
-                        .map(|v| (v.rule.as_str(), v.path.to_string()))
-                        .collect::<Vec<_>>()
-                ),
-            }
+            c.report.assert_expected(name, want);
         }
     }
 
