@@ -11,6 +11,10 @@ use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::{Error, ErrorType, Result};
 
+/// The same allocator as the proxy binary, so the ceiling compares like with like.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Fixed {
     body: Bytes,
     content_type: String,
@@ -39,13 +43,18 @@ impl ProxyHttp for Fixed {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let [_, addr, body, content_type, threads] = args.as_slice() else {
-        eprintln!("usage: fixed_response ADDR BODY_FILE CONTENT_TYPE THREADS");
+    let (args, work_stealing) = match args.as_slice() {
+        [rest @ .., flag] if flag == "--no-work-stealing" => (rest, false),
+        rest => (rest, true),
+    };
+    let [_, addr, body, content_type, threads] = args else {
+        eprintln!("usage: fixed_response ADDR BODY_FILE CONTENT_TYPE THREADS [--no-work-stealing]");
         std::process::exit(2);
     };
     let body = std::fs::read(body).expect("body file");
     let conf = ServerConf {
         threads: threads.parse().unwrap_or(2),
+        work_stealing,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -27,6 +27,7 @@ pub fn build(config: &Config) -> Result<Server, ServeError> {
         graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
         // The registry port must not retry non-idempotent uploads on its own.
         max_retries: 1,
+        work_stealing: config.server.work_stealing,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

@@ -47,21 +47,22 @@ pub enum Negotiation {
     Bypass,
 }
 
-/// One media range from an `Accept` header.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MediaRange {
-    /// Lowercased `type`, possibly `*`.
-    pub main: String,
-    /// Lowercased `subtype`, possibly `*`.
-    pub sub: String,
+/// One media range from an `Accept` header, borrowed from the header value: a
+/// cache hit negotiates without allocating.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MediaRange<'a> {
+    /// `type`, possibly `*`; compared case-insensitively.
+    pub main: &'a str,
+    /// `subtype`, possibly `*`; compared case-insensitively.
+    pub sub: &'a str,
     /// Quality in thousandths (0..=1000), avoiding float comparisons.
     pub q: u16,
 }
 
-impl MediaRange {
+impl MediaRange<'_> {
     /// 2 for an exact type, 1 for `type/*`, 0 for `*/*`.
     fn specificity(&self) -> u8 {
-        match (self.main.as_str(), self.sub.as_str()) {
+        match (self.main, self.sub) {
             ("*", _) => 0,
             (_, "*") => 1,
             _ => 2,
@@ -69,45 +70,46 @@ impl MediaRange {
     }
 
     fn matches(&self, main: &str, sub: &str) -> bool {
-        (self.main == "*" || self.main == main) && (self.sub == "*" || self.sub == sub)
+        (self.main == "*" || self.main.eq_ignore_ascii_case(main))
+            && (self.sub == "*" || self.sub.eq_ignore_ascii_case(sub))
     }
 }
 
 /// Parses all `Accept` headers of a request. Malformed ranges are dropped
 /// (never guessed at), which at worst means a bypass to the upstream.
-pub fn parse_accept(headers: &HeaderMap) -> Vec<MediaRange> {
+pub fn parse_accept(headers: &HeaderMap) -> impl Iterator<Item = MediaRange<'_>> {
     headers
         .get_all(ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(split_outside_quotes)
         .filter_map(parse_range)
-        .collect()
 }
 
 /// Splits on commas that are not inside a quoted parameter value.
-fn split_outside_quotes(value: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let mut start = 0;
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, c) in value.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            ',' if !quoted => {
-                parts.push(&value[start..i]);
-                start = i + 1;
+fn split_outside_quotes(value: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        let v = rest?;
+        let (mut quoted, mut escaped) = (false, false);
+        for (i, c) in v.char_indices() {
+            match c {
+                _ if escaped => escaped = false,
+                '\\' if quoted => escaped = true,
+                '"' => quoted = !quoted,
+                ',' if !quoted => {
+                    rest = Some(&v[i + 1..]);
+                    return Some(&v[..i]);
+                }
+                _ => {}
             }
-            _ => {}
         }
-    }
-    parts.push(&value[start..]);
-    parts
+        rest = None;
+        Some(v)
+    })
 }
 
-fn parse_range(raw: &str) -> Option<MediaRange> {
+fn parse_range(raw: &str) -> Option<MediaRange<'_>> {
     let mut params = raw.split(';');
     let essence = params.next()?.trim();
     if essence.is_empty() {
@@ -128,11 +130,7 @@ fn parse_range(raw: &str) -> Option<MediaRange> {
             q = parse_qvalue(value.trim())?;
         }
     }
-    Some(MediaRange {
-        main: main.to_ascii_lowercase(),
-        sub: sub.to_ascii_lowercase(),
-        q,
-    })
+    Some(MediaRange { main, sub, q })
 }
 
 fn is_token_byte(b: u8) -> bool {
@@ -145,11 +143,12 @@ fn parse_qvalue(v: &str) -> Option<u16> {
     if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let frac_val: u16 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<3}").parse().ok()?
-    };
+    // "5" is 500 thousandths, "05" is 50: pad on the right to three digits.
+    let frac_val = frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(3)
+        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
     match int {
         "0" => Some(frac_val),
         "1" if frac_val == 0 => Some(1000),
@@ -158,27 +157,45 @@ fn parse_qvalue(v: &str) -> Option<u16> {
 }
 
 /// Decides whether a cached manifest of `content_type` may answer a request
-/// carrying `accept` (see the module docs for the rules).
+/// carrying `accept` (see the module docs for the rules). Runs on every cache
+/// hit, so it walks the header in place instead of collecting ranges.
 pub fn negotiate(accept: &HeaderMap, content_type: &str) -> Negotiation {
     if !accept.contains_key(ACCEPT) {
         return Negotiation::Bypass;
     }
-    negotiate_ranges(&parse_accept(accept), content_type)
+    if lists_exactly(accept, content_type) {
+        return Negotiation::Serve;
+    }
+    negotiate_ranges(parse_accept(accept), content_type)
+}
+
+/// The common case, decided without parsing: the stored type is listed as is,
+/// without parameters, so with q=1. Nothing can outrank that (the most
+/// specific match wins, and among equals the highest q), so it is served.
+fn lists_exactly(accept: &HeaderMap, content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    accept
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| !v.contains('"'))
+        .any(|v| {
+            v.split(',')
+                .any(|item| item.trim().eq_ignore_ascii_case(essence))
+        })
 }
 
 /// [`negotiate`] over already-parsed ranges.
-pub fn negotiate_ranges(ranges: &[MediaRange], content_type: &str) -> Negotiation {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+pub fn negotiate_ranges<'a>(
+    ranges: impl IntoIterator<Item = MediaRange<'a>>,
+    content_type: &str,
+) -> Negotiation {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
     let Some((main, sub)) = essence.split_once('/') else {
         return Negotiation::Bypass;
     };
     let best = ranges
-        .iter()
+        .into_iter()
         .filter(|r| r.matches(main, sub))
         .max_by_key(|r| (r.specificity(), r.q));
     match best {
@@ -267,7 +284,7 @@ mod tests {
         let h = headers(&[
             " Application/VND.OCI.Image.Manifest.v1+JSON ; charset=\"utf-8, really\" ; Q=0.5 ",
         ]);
-        let ranges = parse_accept(&h);
+        let ranges: Vec<_> = parse_accept(&h).collect();
         assert_eq!(ranges.len(), 1, "{ranges:?}");
         assert_eq!(ranges[0].q, 500);
         assert_eq!(negotiate(&h, OCI_MANIFEST), Negotiation::Serve);
@@ -282,6 +299,20 @@ mod tests {
     }
 
     #[test]
+    fn an_exact_listing_outranks_a_zero_quality_duplicate() {
+        // Two exact ranges: the higher quality decides, as in the full parse.
+        let h = headers(&[&format!("{OCI_MANIFEST};q=0"), OCI_MANIFEST]);
+        assert_eq!(negotiate(&h, OCI_MANIFEST), Negotiation::Serve);
+        assert_eq!(
+            negotiate_ranges(parse_accept(&h), OCI_MANIFEST),
+            Negotiation::Serve
+        );
+        // A parameter-less listing inside a quoted string is not a listing.
+        let quoted = headers(&[&format!("text/plain;x=\"a,{OCI_MANIFEST}\"")]);
+        assert_eq!(negotiate(&quoted, OCI_MANIFEST), Negotiation::Bypass);
+    }
+
+    #[test]
     fn malformed_ranges_are_dropped() {
         for bad in [
             "application",
@@ -293,11 +324,14 @@ mod tests {
             "application/vnd.oci.image.manifest.v1+json;q=abc",
             "appli cation/json",
         ] {
-            assert!(parse_accept(&headers(&[bad])).is_empty(), "{bad:?}");
+            assert_eq!(parse_accept(&headers(&[bad])).count(), 0, "{bad:?}");
         }
         assert_eq!(parse_qvalue("1.000"), Some(1000));
         assert_eq!(parse_qvalue("0.5"), Some(500));
         assert_eq!(parse_qvalue("1.5"), None);
+        assert_eq!(parse_qvalue("0.05"), Some(50));
+        assert_eq!(parse_qvalue("0.001"), Some(1));
+        assert_eq!(parse_qvalue("0"), Some(0));
     }
 
     #[test]

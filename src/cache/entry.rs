@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE, ETAG, LAST_MODIFIED,
 };
+use pingora::http::ResponseHeader;
 
 use super::digest::{sha256_digest, verify_digest};
 use super::error::ManifestError;
@@ -30,6 +31,9 @@ pub fn replayed_headers() -> [&'static HeaderName; 5] {
     ]
 }
 
+/// `X-Margo-Cache`: how the cache answered (`hit`, `miss`, `stale`).
+pub const CACHE_STATUS_HEADER: &str = "X-Margo-Cache";
+
 /// A manifest as the upstream served it, verified against its digest.
 ///
 /// The only constructors verify, so holding one (outside
@@ -41,6 +45,9 @@ pub struct CachedManifest {
     digest: String,
     content_type: String,
     headers: HeaderMap,
+    /// The 200 answer's head, built once: a hit clones it instead of parsing
+    /// and inserting each header again (a fifth of a hit's CPU otherwise).
+    head: ResponseHeader,
 }
 
 impl CachedManifest {
@@ -98,11 +105,13 @@ impl CachedManifest {
             }
         }
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
+        let head = response_head(&headers).map_err(|e| ManifestError::Header(e.to_string()))?;
         Ok(Self {
             body,
             digest,
             content_type,
             headers,
+            head,
         })
     }
 
@@ -134,6 +143,12 @@ impl CachedManifest {
         &self.headers
     }
 
+    /// A 200 head carrying [`Self::headers`] and `X-Margo-Cache: hit`, to be
+    /// cloned per answer.
+    pub fn response_head(&self) -> &ResponseHeader {
+        &self.head
+    }
+
     /// Bytes this entry accounts for in the cache budget.
     pub fn weight(&self) -> usize {
         let headers: usize = self
@@ -145,8 +160,17 @@ impl CachedManifest {
     }
 }
 
+fn response_head(headers: &HeaderMap) -> pingora::Result<ResponseHeader> {
+    let mut head = ResponseHeader::build(200, Some(headers.len() + 2))?;
+    for (name, value) in headers {
+        head.append_header(name.clone(), value.clone())?;
+    }
+    head.insert_header(CACHE_STATUS_HEADER, "hit")?;
+    Ok(head)
+}
+
 /// A cached tag → digest mapping.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TagEntry {
     /// The digest the upstream last said the tag points to.
     pub digest: Arc<str>,
@@ -155,7 +179,22 @@ pub struct TagEntry {
     /// When the last revalidation failed because the upstream was
     /// unreachable; used to avoid probing a dead upstream once per request.
     pub failed_at: Option<Instant>,
+    /// The manifest `digest` names, once it has been served through this tag:
+    /// a pull by tag then costs one cache lookup instead of two. Dropped with
+    /// the mapping (digest invalidation removes every tag pointing at it).
+    pub manifest: Option<Arc<CachedManifest>>,
 }
+
+impl PartialEq for TagEntry {
+    /// The attached manifest is a shortcut to what `digest` names already.
+    fn eq(&self, other: &Self) -> bool {
+        self.digest == other.digest
+            && self.fetched_at == other.fetched_at
+            && self.failed_at == other.failed_at
+    }
+}
+
+impl Eq for TagEntry {}
 
 impl TagEntry {
     /// A mapping fetched just now.
@@ -164,6 +203,7 @@ impl TagEntry {
             digest: digest.into(),
             fetched_at,
             failed_at: None,
+            manifest: None,
         }
     }
 }
@@ -185,7 +225,9 @@ impl Value {
     pub(crate) fn weight(&self) -> usize {
         match self {
             Self::Manifest(m) => m.weight(),
-            Self::Tag(t) => t.digest.len(),
+            // An attached manifest is shared with its digest entry, but may
+            // outlive it (eviction): count it, so the budget stays a bound.
+            Self::Tag(t) => t.digest.len() + t.manifest.as_ref().map_or(0, |m| m.weight()),
             Self::NotFound => 0,
         }
     }

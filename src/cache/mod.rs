@@ -103,12 +103,15 @@ pub enum TagSource {
 }
 
 /// A resolved tag.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct TagResolution {
     /// The digest to serve.
     pub digest: Arc<str>,
     /// How fresh it is.
     pub source: TagSource,
+    /// The manifest itself, when a fresh mapping already carries it (see
+    /// [`ManifestCache::attach_manifest`]): no digest lookup needed.
+    pub manifest: Option<Arc<CachedManifest>>,
 }
 
 /// Non-coalesced digest lookup result.
@@ -591,12 +594,22 @@ impl ManifestCache {
     {
         let k = Key::Tag(key.clone());
         // Fast path without the per-key lock.
-        match self.tag_lookup(self.inner.get(&k).await, Instant::now()) {
+        let value = self.inner.get(&k).await;
+        let attached = match &value {
+            Some(Value::Tag(t)) => t.manifest.clone(),
+            _ => None,
+        };
+        match self.tag_lookup(value, Instant::now()) {
             TagLookup::Fresh(digest) => {
                 bump(&self.counters.hits);
+                if attached.is_some() {
+                    // The digest lookup this saves would have been a hit too.
+                    bump(&self.counters.hits);
+                }
                 return Ok(TagResolution {
                     digest,
                     source: TagSource::Fresh,
+                    manifest: attached,
                 });
             }
             TagLookup::NotFound => {
@@ -626,7 +639,13 @@ impl ManifestCache {
                     Some(Value::Tag(t)) => Some(t.clone()),
                     Some(Value::Manifest(_)) | None => None,
                 };
-                let resolved = |digest, source| Some(Ok(TagResolution { digest, source }));
+                let resolved = |digest, source| {
+                    Some(Ok(TagResolution {
+                        digest,
+                        source,
+                        manifest: None,
+                    }))
+                };
                 match decide(
                     tag.as_ref(),
                     Instant::now(),
@@ -719,6 +738,30 @@ impl ManifestCache {
             tracing::error!(tag = key.tag(), "tag resolution produced no outcome");
             Err(ResolveError::NotFound { cached: false })
         })
+    }
+
+    /// Lets a tag mapping carry the manifest it points at, after that
+    /// manifest was served through it. Only a mapping that still names the
+    /// same digest is touched: one invalidated or moved meanwhile stays as it
+    /// is, so this can never resurrect or redirect a tag.
+    pub async fn attach_manifest(&self, key: &TagKey, manifest: &Arc<CachedManifest>) {
+        self.inner
+            .entry(Key::Tag(key.clone()))
+            .and_compute_with(|existing| {
+                let op = match existing.map(|e| e.into_value()) {
+                    Some(Value::Tag(t))
+                        if t.manifest.is_none() && *t.digest == *manifest.digest() =>
+                    {
+                        Op::Put(Value::Tag(TagEntry {
+                            manifest: Some(Arc::clone(manifest)),
+                            ..t
+                        }))
+                    }
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
     }
 
     // ---- invalidation ----------------------------------------------------

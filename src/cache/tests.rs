@@ -666,3 +666,44 @@ async fn cached_headers_and_accept_decide_what_a_hit_may_answer() {
         Some(m.body().len().to_string().as_str())
     );
 }
+
+#[tokio::test]
+async fn a_tag_carries_its_manifest_until_the_mapping_changes() {
+    let c = cache(&config());
+    let r = repo();
+    let tag = r.tag("v1");
+    let (d1, body, headers) = manifest("one");
+    let (d2, ..) = manifest("two");
+    let calls = AtomicUsize::new(0);
+    let found = |d: String| move |_: Option<Arc<str>>| async move { TagProbe::<Boom>::Found(d) };
+
+    let first = c.resolve_tag(&tag, found(d1.clone())).await.expect("tag");
+    assert!(first.manifest.is_none(), "nothing attached before a serve");
+    let m = c
+        .get_or_fetch(&r.digest(d1.as_str()), || {
+            fetch_ok(&calls, body.clone(), headers.clone())
+        })
+        .await
+        .expect("manifest");
+    c.attach_manifest(&tag, &m).await;
+    let hit = c.resolve_tag(&tag, found(d2.clone())).await.expect("tag");
+    assert_eq!(hit.source, TagSource::Fresh);
+    assert!(
+        hit.manifest.as_ref().is_some_and(|a| Arc::ptr_eq(a, &m)),
+        "a fresh tag answers with the attached manifest"
+    );
+
+    // A digest delete drops the tag and with it the shortcut.
+    c.on_manifest_delete(&r, &d1).await;
+    assert!(!c.contains_tag(&tag));
+    c.attach_manifest(&tag, &m).await;
+    assert!(!c.contains_tag(&tag), "attaching never resurrects a tag");
+
+    // A tag that moved to another digest is not given the old manifest.
+    c.insert_tag(c.ticket(&r), &tag, &d2).await;
+    c.attach_manifest(&tag, &m).await;
+    let moved = c.resolve_tag(&tag, found(d2.clone())).await.expect("tag");
+    assert_eq!(&*moved.digest, d2.as_str());
+    assert!(moved.manifest.is_none());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -314,6 +314,11 @@ pub struct ServerSettings {
     /// ...then give in-flight requests this long to finish. Pingora's default is 300 s.
     #[serde(default = "d_shutdown", with = "duration")]
     pub shutdown_timeout: Duration,
+    /// Let idle worker threads steal connections from busy ones (one shared Tokio
+    /// runtime). Off gives each thread its own runtime and I/O driver: fewer cross-thread
+    /// wake-ups on small requests, less balance under uneven load.
+    #[serde(default = "yes")]
+    pub work_stealing: bool,
 }
 
 fn d_threads() -> usize {
@@ -334,6 +339,7 @@ impl Default for ServerSettings {
             threads: d_threads(),
             grace_period: d_grace(),
             shutdown_timeout: d_shutdown(),
+            work_stealing: true,
         }
     }
 }

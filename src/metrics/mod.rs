@@ -160,6 +160,17 @@ impl UpstreamErrorKind {
     }
 }
 
+/// The series of one operation (`other` last), created when first used so the
+/// exposition shows only what happened.
+#[derive(Default)]
+struct OperationSeries {
+    duration: std::sync::OnceLock<prometheus::Histogram>,
+    upstream: std::sync::OnceLock<prometheus::Histogram>,
+    received: std::sync::OnceLock<prometheus::IntCounter>,
+    sent: std::sync::OnceLock<prometheus::IntCounter>,
+    other_repository: std::sync::OnceLock<prometheus::IntCounter>,
+}
+
 /// Everything known about one finished request, for [`Metrics::observe_request`].
 #[derive(Debug, Clone)]
 pub struct RequestRecord<'a> {
@@ -188,6 +199,9 @@ pub struct Metrics {
     repository_allow: HashSet<String>,
 
     requests: IntCounterVec,
+    /// Per-operation series, resolved on first use: `with_label_values` hashes
+    /// labels and takes a lock on every call, which showed on cache hits.
+    per_operation: Vec<OperationSeries>,
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
     received_bytes: IntCounterVec,
@@ -376,6 +390,9 @@ impl Metrics {
                 "Always 1; labels carry the version and git commit of the running binary.",
                 &["version", "git_sha"],
             )?,
+            per_operation: (0..=OPERATIONS.len())
+                .map(|_| OperationSeries::default())
+                .collect(),
             registry: b.registry,
             families: b.families,
             repository_allow: config.repository_labels.iter().cloned().collect(),
@@ -439,30 +456,46 @@ impl Metrics {
         self.requests
             .with_label_values(&[op, normalize_method(r.method), status])
             .inc();
-        self.request_duration
-            .with_label_values(&[op])
+        let index = OPERATIONS
+            .iter()
+            .position(|o| *o == op)
+            .unwrap_or(OPERATIONS.len());
+        let Some(series) = self.per_operation.get(index) else {
+            return;
+        };
+        let one = |vec: &HistogramVec| vec.with_label_values(&[op]);
+        series
+            .duration
+            .get_or_init(|| one(&self.request_duration))
             .observe(r.duration.as_secs_f64());
         if let Some(up) = r.upstream_duration {
-            self.upstream_duration
-                .with_label_values(&[op])
+            series
+                .upstream
+                .get_or_init(|| one(&self.upstream_duration))
                 .observe(up.as_secs_f64());
         }
         if r.bytes_received > 0 {
-            self.received_bytes
-                .with_label_values(&[op])
+            series
+                .received
+                .get_or_init(|| self.received_bytes.with_label_values(&[op]))
                 .inc_by(r.bytes_received);
         }
         if r.bytes_sent > 0 {
-            self.sent_bytes
-                .with_label_values(&[op])
+            series
+                .sent
+                .get_or_init(|| self.sent_bytes.with_label_values(&[op]))
                 .inc_by(r.bytes_sent);
         }
-        let repo = r
-            .repository
-            .map_or(OTHER, |repo| self.repository_label(repo));
-        self.repository_requests
-            .with_label_values(&[repo, op])
-            .inc();
+        match r.repository.map(|repo| self.repository_label(repo)) {
+            Some(repo) if repo != OTHER => self
+                .repository_requests
+                .with_label_values(&[repo, op])
+                .inc(),
+            _ => series
+                .other_repository
+                .get_or_init(|| self.repository_requests.with_label_values(&[OTHER, op]))
+                .inc(),
+        }
     }
 
     /// Records a failed upstream request.

@@ -16,8 +16,6 @@ pub struct RequestCtx {
     pub client_host: Option<String>,
     /// `https` when the client came in over TLS.
     pub client_tls: bool,
-    /// Where clients reach the proxy, e.g. `https://registry.example.com`.
-    pub public_base: String,
     /// Replacement `Authorization` for the upstream (the proxy's own credentials).
     pub upstream_authorization: Option<String>,
     /// Set when the proxy answered itself (no upstream involved, or re-issued).
@@ -48,7 +46,6 @@ impl RequestCtx {
             forward: None,
             client_host: None,
             client_tls: false,
-            public_base: String::new(),
             upstream_authorization: None,
             answered_status: None,
             refusal: None,
@@ -59,6 +56,19 @@ impl RequestCtx {
             principal: None,
             policy_denied_rule: None,
             body_replacement: None,
+        }
+    }
+
+    /// Where clients reach the proxy, e.g. `https://registry.example.com`: the
+    /// configured public URL, else scheme and `Host` as the client used them.
+    /// Built only when a URL is rewritten, not on every request.
+    pub fn public_base(&self, configured: Option<&str>) -> String {
+        match (configured, &self.client_host) {
+            (Some(u), _) => u.to_owned(),
+            (None, Some(h)) => {
+                format!("{}://{h}", if self.client_tls { "https" } else { "http" })
+            }
+            (None, None) => String::new(),
         }
     }
 

@@ -6,15 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
 
 use super::ctx::RequestCtx;
 use super::{respond, MargoProxy};
 use crate::cache::{
-    negotiate, CachedManifest, FetchError, Fetched, Negotiation, RepoKey, ResolveError, TagProbe,
-    TagSource, FULL_ACCEPT,
+    entry::CACHE_STATUS_HEADER, negotiate, CachedManifest, FetchError, Fetched, Negotiation,
+    RepoKey, ResolveError, TagProbe, TagSource, FULL_ACCEPT,
 };
 use crate::oci::{OciError, OciErrorCode, OciRoute, Reference};
 use crate::upstream::Upstream;
@@ -63,22 +62,29 @@ pub async fn try_serve(
         return Ok(false);
     }
     let (Some(OciRoute::Manifest { reference, .. }), Some(key)) =
-        (ctx.route.clone(), repo_key(ctx, &upstream))
+        (ctx.route.as_ref(), repo_key(ctx, &upstream))
     else {
         return Ok(false);
     };
+    let reference = reference.clone();
     let auth = ctx.upstream_authorization.clone();
     let name = key.repository().to_owned();
     let max = proxy.state.cache_max_manifest;
 
     let mut stale = false;
+    let mut attached = None;
+    let mut tag_key = None;
     let digest = match &reference {
         Reference::Digest(d) => d.to_string(),
         Reference::Tag(tag) => {
             let probe = probe_tag(&upstream, &name, tag, auth.clone());
-            match cache.resolve_tag(&key.tag(tag.as_str()), |_| probe).await {
+            let k = key.tag(tag.as_str());
+            let resolved = cache.resolve_tag(&k, |_| probe).await;
+            tag_key = Some(k);
+            match resolved {
                 Ok(r) => {
                     stale = r.source == TagSource::Stale;
+                    attached = r.manifest;
                     r.digest.to_string()
                 }
                 Err(ResolveError::NotFound { .. }) => {
@@ -95,18 +101,27 @@ pub async fn try_serve(
         }
     };
 
-    let fetched = Arc::new(AtomicBool::new(false));
-    let flag = fetched.clone();
+    let fetched = AtomicBool::new(false);
+    let flag = &fetched;
     let up = upstream.clone();
     let (name_ref, digest_ref) = (name.as_str(), digest.as_str());
-    let result = cache
-        .get_or_fetch(&key.digest(digest.as_str()), || async move {
-            // Built only on a miss: hits stay allocation-light.
-            flag.store(true, Ordering::Relaxed);
-            let path = format!("/v2/{name_ref}/manifests/{digest_ref}");
-            fetch_manifest(&up, &path, auth, max).await
-        })
-        .await;
+    let result = match attached {
+        Some(m) => Ok(m),
+        None => {
+            let result = cache
+                .get_or_fetch(&key.digest(digest.as_str()), || async move {
+                    // Built only on a miss: hits stay allocation-light.
+                    flag.store(true, Ordering::Relaxed);
+                    let path = format!("/v2/{name_ref}/manifests/{digest_ref}");
+                    fetch_manifest(&up, &path, auth, max).await
+                })
+                .await;
+            if let (Ok(m), Some(k), false) = (&result, &tag_key, stale) {
+                cache.attach_manifest(k, m).await;
+            }
+            result
+        }
+    };
     let manifest: Arc<CachedManifest> = match result {
         Ok(m) => m,
         Err(FetchError::Uncacheable { manifest, .. }) => manifest,
@@ -157,11 +172,10 @@ pub async fn try_serve(
         "hit"
     };
     ctx.cache_result = Some(result);
-    let mut resp = ResponseHeader::build(200, Some(8))?;
-    for (k, v) in manifest.headers() {
-        resp.insert_header(k.clone(), v.clone())?;
+    let mut resp = manifest.response_head().clone();
+    if result != "hit" {
+        resp.insert_header(CACHE_STATUS_HEADER, result)?;
     }
-    resp.insert_header("X-Margo-Cache", result)?;
     resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
     ctx.answered_status = Some(200);
     respond::write(session, resp, manifest.body().clone()).await?;

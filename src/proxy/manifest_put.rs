@@ -103,10 +103,11 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
     let headers = answer.headers().clone();
     let answer_body = read_limited(answer).await;
     let mut resp = ResponseHeader::build(status, Some(8))?;
+    let public_base = ctx.public_base(proxy.state.public_url.as_deref());
     let rw = UrlRewrite {
         upstream: &upstream.base,
         client_host: ctx.client_host.as_deref(),
-        public_base: &ctx.public_base,
+        public_base: &public_base,
         upstream_name: fwd.matched.as_ref().map(|m| m.upstream_name.as_str()),
         client_name: ctx.repository(),
     };

@@ -278,11 +278,6 @@ impl ProxyHttp for MargoProxy {
             .and_then(|v| v.to_str().ok())
             .or_else(|| session.req_header().uri.authority().map(|a| a.as_str()))
             .map(str::to_owned);
-        ctx.public_base = match (&self.state.public_url, &ctx.client_host) {
-            (Some(u), _) => u.clone(),
-            (None, Some(h)) => format!("{}://{h}", if ctx.client_tls { "https" } else { "http" }),
-            (None, None) => String::new(),
-        };
         if access::token_endpoint(self, session, ctx).await? {
             return Ok(true);
         }
@@ -389,7 +384,7 @@ impl ProxyHttp for MargoProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(upstream) = self.upstream_of(ctx).cloned() {
-            rewrite::response_urls(resp, ctx, &upstream)?;
+            rewrite::response_urls(resp, ctx, &upstream, self.state.public_url.as_deref())?;
             if ctx.operation == "manifest_delete" && resp.status.is_success() {
                 self.invalidate_after_delete(ctx, &upstream).await;
             }

@@ -42,17 +42,25 @@ pub fn forwarded_headers(
 }
 
 /// Points `Location` and `Link` back at the proxy under the client's repository name.
+/// `public_url` is the configured one, if any (see [`RequestCtx::public_base`]).
 pub fn response_urls(
     resp: &mut ResponseHeader,
     ctx: &RequestCtx,
     upstream: &Upstream,
+    public_url: Option<&str>,
 ) -> Result<()> {
+    if !resp.headers.contains_key(http::header::LOCATION)
+        && !resp.headers.contains_key(http::header::LINK)
+    {
+        return Ok(());
+    }
+    let public_base = ctx.public_base(public_url);
     let matched = ctx.forward.as_ref().and_then(|f| f.matched.as_ref());
     let client_name = ctx.repository();
     let rw = UrlRewrite {
         upstream: &upstream.base,
         client_host: ctx.client_host.as_deref(),
-        public_base: &ctx.public_base,
+        public_base: &public_base,
         upstream_name: matched.map(|m| m.upstream_name.as_str()),
         client_name,
     };
