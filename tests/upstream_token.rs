@@ -688,7 +688,17 @@ fn client_never_sees_the_upstream_challenge_or_token() {
             .unwrap(),
     ));
     for x in &all[all.len() - 2..] {
-        assert!(x.status >= 400, "{}: {}", x.what, x.status);
+        // Not a bare 401 (it would carry no challenge the client could answer): the
+        // proxy's account was refused, and the client is told so.
+        assert_eq!(x.status, 403, "{}: {}", x.what, x.body);
+        let v: serde_json::Value = serde_json::from_str(&x.body).expect("OCI error body");
+        assert_eq!(v["errors"][0]["code"], "DENIED", "{}: {}", x.what, x.body);
+        assert!(
+            !x.body.contains(DENIED_PREFIX),
+            "{}: the upstream's answer is not relayed: {}",
+            x.what,
+            x.body
+        );
     }
     assert!(
         s.registry
@@ -854,4 +864,35 @@ fn rfc3339_dates() {
     assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
     assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     assert_eq!(rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
+}
+
+#[test]
+fn a_refused_scope_does_not_throw_away_the_other_tokens() {
+    let s = setup();
+    let c = http();
+    let proxy = proxy_with_password(&s, PASSWORD);
+    let base = proxy.url();
+    push_image(&c, &base, "keep/one", "v1", b"kept layer");
+    pull_image(&c, &base, "keep/one", "v1", b"kept layer");
+    let kept = ["repository:keep/one:pull"];
+    assert_eq!(s.issuer.count(&kept), 1, "{:?}", s.issuer.requests());
+
+    // The issuer grants nothing under `denied/`: the registry answers
+    // 401 insufficient_scope to the proxy's token, three times over.
+    for _ in 0..3 {
+        let r = c
+            .get(format!("{base}/v2/{DENIED_PREFIX}y/manifests/v1"))
+            .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    assert!(
+        s.registry
+            .answered("GET", &format!("/v2/{DENIED_PREFIX}y/manifests/v1"), 401, 3)
+            >= 3
+    );
+    // ...which says nothing about other repositories: their token stays cached.
+    pull_image(&c, &base, "keep/one", "v1", b"kept layer");
+    assert_eq!(s.issuer.count(&kept), 1, "{:?}", s.issuer.requests());
 }

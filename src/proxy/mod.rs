@@ -172,23 +172,10 @@ impl MargoProxy {
         else {
             return Ok(());
         };
-        let body = err.body();
-        resp.set_status(err.status)?;
-        for h in [
-            "content-type",
-            "content-length",
-            "docker-content-digest",
-            "etag",
-        ] {
-            resp.remove_header(h);
-        }
-        resp.insert_header("Content-Type", "application/json")?;
-        resp.insert_header("Content-Length", body.len().to_string())?;
+        replace_response(resp, ctx, &err)?;
         if let Some(rule) = &ctx.policy_denied_rule {
             resp.insert_header(policy::DENIED_HEADER, rule.as_str())?;
         }
-        ctx.refusal = err.errors.first().map(|e| e.message.clone());
-        ctx.body_replacement = Some(bytes::Bytes::from(body));
         Ok(())
     }
 
@@ -197,6 +184,39 @@ impl MargoProxy {
             .as_ref()
             .and_then(|f| self.state.upstreams.get(f.upstream))
     }
+}
+
+/// Turns an upstream response into the proxy's own error: status and headers now,
+/// the body in `response_body_filter` (the upstream's is swallowed).
+fn replace_response(resp: &mut ResponseHeader, ctx: &mut RequestCtx, err: &OciError) -> Result<()> {
+    let body = err.body();
+    resp.set_status(err.status)?;
+    for h in [
+        "content-type",
+        "content-length",
+        "transfer-encoding",
+        "docker-content-digest",
+        "etag",
+    ] {
+        resp.remove_header(h);
+    }
+    resp.insert_header("Content-Type", "application/json")?;
+    resp.insert_header("Content-Length", body.len().to_string())?;
+    ctx.refusal = err.errors.first().map(|e| e.message.clone());
+    ctx.body_replacement = Some(bytes::Bytes::from(body));
+    Ok(())
+}
+
+/// The scopes the proxy's upstream token was asked for (see [`MargoProxy::plan`]).
+fn upstream_scopes(session: &Session, ctx: &RequestCtx) -> Vec<String> {
+    let fwd = ctx.forward.as_ref();
+    credentials::scopes_for(
+        &session.req_header().method,
+        fwd.and_then(|f| f.matched.as_ref())
+            .map(|m| m.upstream_name.as_str()),
+        fwd.and_then(|f| f.mount_from.as_deref()),
+        matches!(ctx.route, Some(OciRoute::Catalog)),
+    )
 }
 
 fn path_error(e: PathError, method: &http::Method) -> OciError {
@@ -357,21 +377,38 @@ impl ProxyHttp for MargoProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|s| s.elapsed());
-        if let Some(upstream) = self.upstream_of(ctx) {
-            if let Some(creds) = &upstream.credentials {
-                if resp.status == http::StatusCode::UNAUTHORIZED {
-                    // Our token or challenge knowledge is stale: relearn on the next request.
-                    creds.forget().await;
-                }
-            }
-            if !self.forwards_client_credentials(upstream) {
-                // The upstream's challenge is about the proxy's account, not the client's.
-                resp.remove_header(&http::header::WWW_AUTHENTICATE);
+        let Some(upstream) = self.upstream_of(ctx).cloned() else {
+            return Ok(());
+        };
+        let refused = resp.status == http::StatusCode::UNAUTHORIZED;
+        if let (Some(creds), true) = (&upstream.credentials, refused) {
+            let challenge = resp
+                .headers
+                .get(http::header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok());
+            creds
+                .rejected(&upstream_scopes(session, ctx), challenge)
+                .await;
+        }
+        if !self.forwards_client_credentials(&upstream) {
+            // The upstream's challenge is about the proxy's account, not the client's.
+            resp.remove_header(&http::header::WWW_AUTHENTICATE);
+            if refused {
+                // A 401 without a challenge tells the client nothing it could answer;
+                // what happened is that the proxy's account was refused.
+                let err = OciError::new(
+                    OciErrorCode::Denied,
+                    format!(
+                        "upstream `{}` refused the proxy's account for this request",
+                        upstream.name
+                    ),
+                );
+                replace_response(resp, ctx, &err)?;
             }
         }
         Ok(())

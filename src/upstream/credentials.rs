@@ -116,6 +116,22 @@ impl UpstreamCredentials {
         self.tokens.invalidate_all();
     }
 
+    /// The upstream answered 401 to a request sent with our header for `scopes`.
+    /// `insufficient_scope` says only that this account may not do this: drop that
+    /// one token (the upstream may grant more later), keep the others. Anything else
+    /// means our token or challenge knowledge is stale: relearn everything.
+    pub async fn rejected(&self, scopes: &[String], www_authenticate: Option<&str>) {
+        if www_authenticate.is_some_and(is_insufficient_scope) {
+            if let Some(Challenge::Bearer { service, .. }) = self.challenge.read().await.clone() {
+                self.tokens
+                    .invalidate(&token_key(service.as_deref(), scopes))
+                    .await;
+            }
+            return;
+        }
+        self.forget().await;
+    }
+
     /// The header value to send upstream for a request needing `scopes`
     /// (`repository:<name>:pull,push`...). `None` when the upstream wants nothing.
     pub async fn authorization(
@@ -126,7 +142,7 @@ impl UpstreamCredentials {
             Challenge::None => Ok(None),
             Challenge::Basic => Ok(Some(self.basic())),
             Challenge::Bearer { realm, service } => {
-                let key = format!("{}|{}", service.as_deref().unwrap_or(""), scopes.join(" "));
+                let key = token_key(service.as_deref(), scopes);
                 if let Some(t) = self.tokens.get(&key).await {
                     if t.expires > Instant::now() {
                         return Ok(Some(format!("Bearer {}", t.value)));
@@ -196,6 +212,18 @@ impl UpstreamCredentials {
 }
 
 /// The token scopes an upstream request needs.
+fn token_key(service: Option<&str>, scopes: &[String]) -> String {
+    format!("{}|{}", service.unwrap_or(""), scopes.join(" "))
+}
+
+/// A Bearer challenge whose `error` is `insufficient_scope` (RFC 6750 §3.1).
+fn is_insufficient_scope(www_authenticate: &str) -> bool {
+    www_authenticate
+        .to_ascii_lowercase()
+        .replace(' ', "")
+        .contains("error=\"insufficient_scope\"")
+}
+
 pub fn scopes_for(
     method: &http::Method,
     upstream_name: Option<&str>,
@@ -222,6 +250,20 @@ pub fn scopes_for(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn insufficient_scope_is_told_apart_from_a_stale_token() {
+        assert!(is_insufficient_scope(
+            r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a:pull",error="insufficient_scope""#
+        ));
+        assert!(is_insufficient_scope(
+            r#"Bearer error = "Insufficient_Scope""#
+        ));
+        assert!(!is_insufficient_scope(
+            r#"Bearer realm="https://auth.example/token",error="invalid_token""#
+        ));
+        assert!(!is_insufficient_scope(r#"Basic realm="reg""#));
+    }
+
     use super::*;
 
     #[test]
