@@ -161,7 +161,9 @@ impl CachedManifest {
 }
 
 fn response_head(headers: &HeaderMap) -> pingora::Result<ResponseHeader> {
-    let mut head = ResponseHeader::build(200, Some(headers.len() + 2))?;
+    // No case map: HTTP header names are case-insensitive, and a hit then touches one
+    // map instead of two (names go out lowercase, as HTTP/2 sends them anyway).
+    let mut head = ResponseHeader::build_no_case(200, Some(headers.len() + 2))?;
     for (name, value) in headers {
         head.append_header(name.clone(), value.clone())?;
     }

@@ -112,7 +112,9 @@ impl OciRoute {
             if end == 0 {
                 return Err(PathError::NotOci);
             }
-            Ok(RepoName::parse(&segs[..end].join("/"))?)
+            // The first `end` segments and the `/`s between them, sliced, not re-joined.
+            let len = segs[..end].iter().map(|s| s.len()).sum::<usize>() + end - 1;
+            Ok(RepoName::parse(&rest[..len])?)
         };
         if n >= 3 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
             let name = name_of(n - 3)?;

@@ -35,7 +35,7 @@ pub fn plan(
     let Some(name) = route.name() else {
         return Ok(Forward {
             upstream: router.default_upstream(),
-            path_and_query: join(path, query),
+            path_and_query: join(path.to_owned(), query),
             matched: None,
             mount_from: None,
         });
@@ -43,7 +43,15 @@ pub fn plan(
     let matched = router.route(name)?;
     let prefix_len = "/v2/".len() + name.as_str().len();
     let suffix = path.get(prefix_len..).unwrap_or("");
-    let upstream_path = format!("/v2/{}{suffix}", matched.upstream_name);
+    let mut upstream_path = String::with_capacity(
+        "/v2/".len()
+            + matched.upstream_name.as_str().len()
+            + suffix.len()
+            + query.map_or(0, |q| q.len() + 1),
+    );
+    upstream_path.push_str("/v2/");
+    upstream_path.push_str(matched.upstream_name.as_str());
+    upstream_path.push_str(suffix);
     let mut mount_from = None;
     let query = match (route, query) {
         (OciRoute::UploadStart { .. }, Some(q)) if q.contains("from=") => {
@@ -55,7 +63,7 @@ pub fn plan(
     };
     Ok(Forward {
         upstream: matched.route.upstream,
-        path_and_query: join(&upstream_path, query.as_deref()),
+        path_and_query: join(upstream_path, query.as_deref()),
         matched: Some(matched),
         mount_from,
     })
@@ -100,11 +108,13 @@ fn plan_mount(
     Ok(((!q.is_empty()).then_some(q), mount_from))
 }
 
-fn join(path: &str, query: Option<&str>) -> String {
-    match query {
-        Some(q) if !q.is_empty() => format!("{path}?{q}"),
-        _ => path.to_owned(),
+/// Runs on every request: appends in place rather than formatting anew.
+fn join(mut path: String, query: Option<&str>) -> String {
+    if let Some(q) = query.filter(|q| !q.is_empty()) {
+        path.push('?');
+        path.push_str(q);
     }
+    path
 }
 
 #[cfg(test)]
