@@ -105,7 +105,10 @@ pub fn request_id(incoming: Option<&str>) -> String {
         {
             id.to_owned()
         }
-        _ => uuid::Uuid::new_v4().to_string(),
+        _ => uuid::Uuid::new_v4()
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .to_owned(),
     }
 }
 
