@@ -26,7 +26,7 @@ use crate::metrics::{Metrics, RequestRecord, UpstreamErrorKind};
 use crate::oci::path::{operation, PathError};
 use crate::oci::{OciError, OciErrorCode, OciRoute};
 use crate::policy::PolicyService;
-use crate::upstream::forward::{self, ForwardError};
+use crate::upstream::forward::{self, Forward, ForwardError};
 use crate::upstream::routing::{RouteError, Router};
 use crate::upstream::{credentials, Upstream};
 use ctx::RequestCtx;
@@ -119,12 +119,7 @@ impl MargoProxy {
             .map_err(forward_error)?;
         let upstream = &self.state.upstreams[fwd.upstream];
         if let Some(creds) = &upstream.credentials {
-            let scopes = credentials::scopes_for(
-                &req.method,
-                fwd.matched.as_ref().map(|m| m.upstream_name.as_str()),
-                fwd.mount_from.as_deref(),
-                matches!(route, OciRoute::Catalog),
-            );
+            let scopes = upstream_scopes(&req.method, &fwd, matches!(route, OciRoute::Catalog));
             ctx.upstream_authorization = creds.authorization(&scopes).await.map_err(|e| {
                 tracing::warn!(upstream = %upstream.name, error = %e, "upstream credentials failed");
                 OciError::new(OciErrorCode::Unavailable, format!("upstream `{}`: {e}", upstream.name))
@@ -208,14 +203,12 @@ fn replace_response(resp: &mut ResponseHeader, ctx: &mut RequestCtx, err: &OciEr
 }
 
 /// The scopes the proxy's upstream token was asked for (see [`MargoProxy::plan`]).
-fn upstream_scopes(session: &Session, ctx: &RequestCtx) -> Vec<String> {
-    let fwd = ctx.forward.as_ref();
+fn upstream_scopes(method: &http::Method, fwd: &Forward, catalog: bool) -> Vec<String> {
     credentials::scopes_for(
-        &session.req_header().method,
-        fwd.and_then(|f| f.matched.as_ref())
-            .map(|m| m.upstream_name.as_str()),
-        fwd.and_then(|f| f.mount_from.as_deref()),
-        matches!(ctx.route, Some(OciRoute::Catalog)),
+        method,
+        fwd.matched.as_ref().map(|m| m.upstream_name.as_str()),
+        fwd.mount_from.as_deref(),
+        catalog,
     )
 }
 
@@ -397,9 +390,11 @@ impl ProxyHttp for MargoProxy {
                 .headers
                 .get(http::header::WWW_AUTHENTICATE)
                 .and_then(|v| v.to_str().ok());
-            creds
-                .rejected(&upstream_scopes(session, ctx), challenge)
-                .await;
+            if let Some(fwd) = &ctx.forward {
+                let catalog = matches!(ctx.route, Some(OciRoute::Catalog));
+                let scopes = upstream_scopes(&session.req_header().method, fwd, catalog);
+                creds.rejected(&scopes, challenge).await;
+            }
         }
         if !self.forwards_client_credentials(&upstream) {
             // The upstream's challenge is about the proxy's account, not the client's.
