@@ -6,10 +6,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,7 +17,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use common::*;
-
 const SERVICE: &str = "margo-test-registry";
 const ISSUER: &str = "margo-test-token-issuer";
 const USER: &str = "proxy-account";
@@ -27,7 +26,6 @@ const PASSWORD: &str = "Tok3n-Flow-s3cret";
 const DENIED_PREFIX: &str = "denied/";
 /// How long a test's servers may live at most, whatever happens to the test.
 const SERVER_LIFETIME: Duration = Duration::from_secs(180);
-const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------- the token issuer
 
@@ -321,101 +319,22 @@ fn make_signing_key(dir: &Path) -> (SigningKey, std::path::PathBuf) {
 // ------------------------------------------------------- registry with token auth
 
 /// `docker-registry` with `auth: token` pointing at the issuer; killed when dropped.
-struct TokenRegistry {
-    port: u16,
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl TokenRegistry {
-    fn start(dir: &Path, issuer: &Issuer, root_bundle: &Path) -> TokenRegistry {
-        let port = free_port();
-        let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\nauth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
-            dir.join("storage").display(),
+fn token_registry(issuer: &Issuer, root_bundle: &Path) -> Registry {
+    Registry::start_with(RegistryOptions {
+        auth_yaml: Some(format!(
+            "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
             issuer.realm(),
             root_bundle.display()
-        );
-        let config_path = dir.join("registry.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let mut child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("docker-registry is required");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        // The access log (combined format) goes to stdout, the rest to stderr.
-        let outputs: [Box<dyn Read + Send>; 2] = [
-            Box::new(child.stdout.take().unwrap()),
-            Box::new(child.stderr.take().unwrap()),
-        ];
-        for out in outputs {
-            let log2 = log.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    if std::env::var_os("MARGO_TEST_VERBOSE").is_some() {
-                        eprintln!("[registry] {line}");
-                    }
-                    log2.lock().unwrap().push(line);
-                }
-            });
-        }
-        let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "docker-registry exited during start-up ({status}): {:?}",
-                    log.lock().unwrap()
-                );
-            }
-            assert!(Instant::now() < deadline, "docker-registry did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        TokenRegistry { port, child, log }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// Requests the registry answered with `status`, from its access log (which is
-    /// written after the response: waits up to 2 s for `want` of them).
-    fn answered(&self, method: &str, fragment: &str, status: u16, want: usize) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let n = self
-                .log
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|l| {
-                    l.contains(&format!("\"{method} {fragment}"))
-                        && l.contains(&format!(" HTTP/1.1\" {status} "))
-                })
-                .count();
-            if n >= want || Instant::now() > deadline {
-                return n;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for TokenRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        )),
+        ..RegistryOptions::default()
+    })
 }
 
 // ------------------------------------------------------------------- test set-up
 
 struct Setup {
     issuer: Issuer,
-    registry: TokenRegistry,
+    registry: Registry,
     _dir: tempfile::TempDir,
 }
 
@@ -423,7 +342,7 @@ fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let (signing, cert) = make_signing_key(dir.path());
     let issuer = Issuer::start(signing, 300);
-    let registry = TokenRegistry::start(dir.path(), &issuer, &cert);
+    let registry = token_registry(&issuer, &cert);
     Setup {
         issuer,
         registry,
@@ -838,9 +757,8 @@ fn wrong_proxy_credentials_give_an_oci_error_that_never_shows_the_password() {
     std::thread::sleep(Duration::from_millis(300));
     let reached: Vec<String> = s
         .registry
-        .log
-        .lock()
-        .unwrap()
+        .proc
+        .log_lines()
         .iter()
         .filter(|l| l.contains("/v2/bad/"))
         .cloned()

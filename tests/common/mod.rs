@@ -104,6 +104,9 @@ pub struct RegistryOptions {
     pub htpasswd: Option<(String, String)>,
     /// Serve HTTPS with the test certificate in `tests/fixtures/tls`.
     pub tls: bool,
+    /// A raw `auth:` section (e.g. `auth: token` pointing at a test issuer); wins over
+    /// `htpasswd`.
+    pub auth_yaml: Option<String>,
 }
 
 impl Registry {
@@ -127,6 +130,9 @@ impl Registry {
                 "auth:\n  htpasswd:\n    realm: test-realm\n    path: {}\n",
                 file.display()
             );
+        }
+        if let Some(yaml) = &opts.auth_yaml {
+            auth = yaml.clone();
         }
         let tls = if opts.tls {
             let f = repo_root().join("tests/fixtures/tls");
@@ -160,6 +166,27 @@ impl Registry {
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             let n = self.requests_matching(method, fragment);
+            if n >= want || Instant::now() > deadline {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Requests the registry answered with `status`, from its access log (written after
+    /// the response: waits up to 2 s for `want` of them).
+    pub fn answered(&self, method: &str, fragment: &str, status: u16, want: usize) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let n = self
+                .proc
+                .log_lines()
+                .iter()
+                .filter(|l| {
+                    l.contains(&format!("\"{method} {fragment}"))
+                        && l.contains(&format!(" HTTP/1.1\" {status} "))
+                })
+                .count();
             if n >= want || Instant::now() > deadline {
                 return n;
             }
