@@ -1,7 +1,7 @@
 //! Component manifests: Compose archives and Helm charts.
 
-use crate::margo::manifest::descriptor::{Manifest, ANNOTATION_VERSION, OCI_IMAGE_MANIFEST};
-use crate::margo::manifest::{NextStep, Reference};
+use crate::margo::manifest::descriptor::{Manifest, ANNOTATION_VERSION};
+use crate::margo::manifest::{check_oci_header, value, NextStep, Reference};
 use crate::margo::report::{FieldPath, Report, RuleId, Violation};
 
 pub const COMPOSE_ARTIFACT_TYPE: &str = "application/vnd.org.margo.component.compose+json";
@@ -12,36 +12,10 @@ pub const HELM_CONFIG_MEDIA_TYPE: &str = "application/vnd.cncf.helm.config.v1+js
 pub const HELM_CHART_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
 pub const HELM_PROVENANCE_MEDIA_TYPE: &str = "application/vnd.cncf.helm.chart.provenance.v1.prov";
 
-fn value(s: &str) -> serde_json::Value {
-    serde_json::Value::String(s.to_owned())
-}
-
 /// SemVer 2.0 without a leading `v` (the `semver` crate refuses `v`, leading zeros and
 /// partial versions, as SemVer 2.0 does).
 pub fn is_semver(s: &str) -> bool {
     semver::Version::parse(s).is_ok()
-}
-
-fn common(m: &Manifest, out: &mut Report) {
-    let root = FieldPath::root();
-    if m.schema_version != Some(2) {
-        out.push(Violation::new(
-            RuleId::ManifestSchemaVersion,
-            root.key("schemaVersion"),
-            "2",
-        ));
-    }
-    if m.media_type.as_deref() != Some(OCI_IMAGE_MANIFEST) {
-        let v = Violation::new(
-            RuleId::ManifestMediaType,
-            root.key("mediaType"),
-            OCI_IMAGE_MANIFEST,
-        );
-        out.push(match &m.media_type {
-            Some(s) => v.with_value(value(s)),
-            None => v,
-        });
-    }
 }
 
 /// Compose component manifest rules. Returns the archive layer to fetch.
@@ -50,7 +24,7 @@ pub(crate) fn check_compose_manifest(
     reference: &Reference,
     out: &mut Report,
 ) -> NextStep {
-    common(m, out);
+    check_oci_header(m, out);
     let layers_path = FieldPath::root().key("layers");
     let [layer] = m.layers.as_slice() else {
         out.push(
@@ -139,7 +113,7 @@ pub(crate) fn check_compose_manifest(
 /// Helm chart manifest rules (as Helm itself pushes them): Helm config, exactly one
 /// chart layer, optionally one provenance layer.
 pub(crate) fn check_helm_manifest(m: &Manifest, out: &mut Report) {
-    common(m, out);
+    check_oci_header(m, out);
     let root = FieldPath::root();
     if m.config.as_ref().map(|c| c.media_type.as_str()) != Some(HELM_CONFIG_MEDIA_TYPE) {
         out.push(Violation::new(
@@ -182,6 +156,7 @@ mod tests {
     use super::super::testutil::*;
     use super::super::{check_manifest, ManifestOptions, RouteKind};
     use super::*;
+    use crate::margo::manifest::descriptor::OCI_IMAGE_MANIFEST;
     use serde_json::json;
 
     fn compose_manifest() -> serde_json::Value {

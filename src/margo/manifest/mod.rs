@@ -113,6 +113,38 @@ pub struct ManifestCheck {
     pub next: NextStep,
 }
 
+/// A string as a violation's observed value.
+pub(crate) fn value(s: &str) -> serde_json::Value {
+    serde_json::Value::String(s.to_owned())
+}
+
+/// Rules every Margo manifest shares: OCI image manifest, schema version 2.
+pub(crate) fn check_oci_header(m: &Manifest, out: &mut Report) {
+    let root = FieldPath::root();
+    if m.schema_version != Some(2) {
+        let v = Violation::new(
+            RuleId::ManifestSchemaVersion,
+            root.key("schemaVersion"),
+            "2",
+        );
+        out.push(match m.schema_version {
+            Some(n) => v.with_value(n.into()),
+            None => v,
+        });
+    }
+    if m.media_type.as_deref() != Some(descriptor::OCI_IMAGE_MANIFEST) {
+        let v = Violation::new(
+            RuleId::ManifestMediaType,
+            root.key("mediaType"),
+            descriptor::OCI_IMAGE_MANIFEST,
+        );
+        out.push(match &m.media_type {
+            Some(s) => v.with_value(value(s)),
+            None => v,
+        });
+    }
+}
+
 fn classify(m: &Manifest) -> ManifestClass {
     if m.is_index() {
         return ManifestClass::Index;

@@ -3,10 +3,8 @@
 use std::collections::HashMap;
 
 use crate::margo::digest::{verify_blob, EMPTY_JSON_DIGEST};
-use crate::margo::manifest::descriptor::{
-    Descriptor, Manifest, OCI_EMPTY_JSON, OCI_IMAGE_MANIFEST,
-};
-use crate::margo::manifest::{ManifestOptions, NextStep, Reference};
+use crate::margo::manifest::descriptor::{Descriptor, Manifest, OCI_EMPTY_JSON};
+use crate::margo::manifest::{check_oci_header, value, ManifestOptions, NextStep, Reference};
 use crate::margo::report::{FieldPath, Report, RuleId, Violation};
 use crate::margo::resources::{normalize_relative, ResourceKind, ResourceRefs};
 use crate::margo::validate::{validate_description, DescriptionCheck, DescriptionLimits};
@@ -51,36 +49,11 @@ pub fn layer_kind(media_type: &str) -> LayerKind {
     parsed.unwrap_or_else(|| LayerKind::UnknownMargo(rest.to_owned()))
 }
 
-fn value(s: &str) -> serde_json::Value {
-    serde_json::Value::String(s.to_owned())
-}
-
 /// Manifest-only rules of a package. Returns the description layer to fetch when
 /// there is exactly one.
 pub(crate) fn check_package_manifest(m: &Manifest, out: &mut Report) -> NextStep {
+    check_oci_header(m, out);
     let root = FieldPath::root();
-    if m.schema_version != Some(2) {
-        let v = Violation::new(
-            RuleId::ManifestSchemaVersion,
-            root.key("schemaVersion"),
-            "2",
-        );
-        out.push(match m.schema_version {
-            Some(n) => v.with_value(n.into()),
-            None => v,
-        });
-    }
-    if m.media_type.as_deref() != Some(OCI_IMAGE_MANIFEST) {
-        let v = Violation::new(
-            RuleId::ManifestMediaType,
-            root.key("mediaType"),
-            OCI_IMAGE_MANIFEST,
-        );
-        out.push(match &m.media_type {
-            Some(s) => v.with_value(value(s)),
-            None => v,
-        });
-    }
     if m.artifact_type.as_deref() != Some(ARTIFACT_TYPE) {
         let v = Violation::new(
             RuleId::ManifestArtifactType,
