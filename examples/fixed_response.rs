@@ -25,6 +25,10 @@ impl ProxyHttp for Fixed {
     type CTX = ();
     fn new_ctx(&self) {}
 
+    /// Like the proxy: no downstream modules (Pingora's default is an idle compression
+    /// module), so the ceiling is Pingora at its leanest.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
         let mut resp = ResponseHeader::build(200, Some(3))?;
         resp.insert_header("Content-Type", self.content_type.as_str())?;

@@ -160,10 +160,11 @@ fn parse_qvalue(v: &str) -> Option<u16> {
 /// carrying `accept` (see the module docs for the rules). Runs on every cache
 /// hit, so it walks the header in place instead of collecting ranges.
 pub fn negotiate(accept: &HeaderMap, content_type: &str) -> Negotiation {
-    if !accept.contains_key(ACCEPT) {
+    let mut values = accept.get_all(ACCEPT).iter().peekable();
+    if values.peek().is_none() {
         return Negotiation::Bypass;
     }
-    if lists_exactly(accept, content_type) {
+    if lists_exactly(values, content_type) {
         return Negotiation::Serve;
     }
     negotiate_ranges(parse_accept(accept), content_type)
@@ -172,16 +173,24 @@ pub fn negotiate(accept: &HeaderMap, content_type: &str) -> Negotiation {
 /// The common case, decided without parsing: the stored type is listed as is,
 /// without parameters, so with q=1. Nothing can outrank that (the most
 /// specific match wins, and among equals the highest q), so it is served.
-fn lists_exactly(accept: &HeaderMap, content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    accept
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter(|v| !v.contains('"'))
+/// Works on bytes: media types are ASCII, and a value that is not is no match.
+fn lists_exactly<'a>(
+    values: impl Iterator<Item = &'a http::HeaderValue>,
+    content_type: &str,
+) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .as_bytes();
+    values
+        .map(|v| v.as_bytes())
+        .filter(|v| !v.contains(&b'"'))
         .any(|v| {
-            v.split(',')
-                .any(|item| item.trim().eq_ignore_ascii_case(essence))
+            v.eq_ignore_ascii_case(essence)
+                || v.split(|&b| b == b',')
+                    .any(|item| item.trim_ascii().eq_ignore_ascii_case(essence))
         })
 }
 

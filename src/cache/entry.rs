@@ -32,7 +32,9 @@ pub fn replayed_headers() -> [&'static HeaderName; 5] {
 }
 
 /// `X-Margo-Cache`: how the cache answered (`hit`, `miss`, `stale`).
-pub const CACHE_STATUS_HEADER: &str = "X-Margo-Cache";
+pub static CACHE_STATUS_HEADER: HeaderName = HeaderName::from_static("x-margo-cache");
+/// `X-Request-Id`, on every answer.
+pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A manifest as the upstream served it, verified against its digest.
 ///
@@ -45,9 +47,11 @@ pub struct CachedManifest {
     digest: String,
     content_type: String,
     headers: HeaderMap,
-    /// The 200 answer's head, built once: a hit clones it instead of parsing
-    /// and inserting each header again (a fifth of a hit's CPU otherwise).
-    head: ResponseHeader,
+    /// The 200 answer's headers, built once: a hit clones them instead of parsing
+    /// and inserting each header again (a fifth of a hit's CPU otherwise). They
+    /// hold `X-Margo-Cache: hit` and an `X-Request-Id` placeholder, so an answer
+    /// replaces values in place and the map never grows.
+    head: HeaderMap,
 }
 
 impl CachedManifest {
@@ -105,7 +109,7 @@ impl CachedManifest {
             }
         }
         headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
-        let head = response_head(&headers).map_err(|e| ManifestError::Header(e.to_string()))?;
+        let head = answer_headers(&headers);
         Ok(Self {
             body,
             digest,
@@ -143,10 +147,23 @@ impl CachedManifest {
         &self.headers
     }
 
-    /// A 200 head carrying [`Self::headers`] and `X-Margo-Cache: hit`, to be
-    /// cloned per answer.
-    pub fn response_head(&self) -> &ResponseHeader {
-        &self.head
+    /// The 200 head of one answer: [`Self::headers`], `X-Margo-Cache` (`hit`,
+    /// `miss` or `stale`) and the request's `X-Request-Id`. Built from plain
+    /// `http` parts, without a case map: names go out lowercase, as HTTP/2 sends
+    /// them anyway, and HTTP header names are case-insensitive.
+    pub fn response_head(
+        &self,
+        cache_status: &'static str,
+        request_id: &HeaderValue,
+    ) -> ResponseHeader {
+        let mut headers = self.head.clone();
+        if cache_status != "hit" {
+            headers.insert(&CACHE_STATUS_HEADER, HeaderValue::from_static(cache_status));
+        }
+        headers.insert(&REQUEST_ID_HEADER, request_id.clone());
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.headers = headers;
+        ResponseHeader::from(parts)
     }
 
     /// Bytes this entry accounts for in the cache budget.
@@ -160,15 +177,14 @@ impl CachedManifest {
     }
 }
 
-fn response_head(headers: &HeaderMap) -> pingora::Result<ResponseHeader> {
-    // No case map: HTTP header names are case-insensitive, and a hit then touches one
-    // map instead of two (names go out lowercase, as HTTP/2 sends them anyway).
-    let mut head = ResponseHeader::build_no_case(200, Some(headers.len() + 2))?;
+fn answer_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut head = HeaderMap::with_capacity(headers.len() + 2);
     for (name, value) in headers {
-        head.append_header(name.clone(), value.clone())?;
+        head.append(name.clone(), value.clone());
     }
-    head.insert_header(CACHE_STATUS_HEADER, "hit")?;
-    Ok(head)
+    head.insert(&CACHE_STATUS_HEADER, HeaderValue::from_static("hit"));
+    head.insert(&REQUEST_ID_HEADER, HeaderValue::from_static("-"));
+    head
 }
 
 /// A cached tag → digest mapping.

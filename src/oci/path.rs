@@ -106,65 +106,64 @@ impl OciRoute {
         if rest == "_catalog" {
             return Ok(OciRoute::Catalog);
         }
-        let segs: Vec<&str> = rest.split('/').collect();
-        let n = segs.len();
-        let name_of = |end: usize| -> Result<RepoName, PathError> {
-            if end == 0 {
+        // Routes are decided by the last two or three segments; the name is everything
+        // before them, sliced, not re-joined (no allocation on the hot path).
+        let name_of = |head: &str| -> Result<RepoName, PathError> {
+            if head.is_empty() {
                 return Err(PathError::NotOci);
             }
-            // The first `end` segments and the `/`s between them, sliced, not re-joined.
-            let len = segs[..end].iter().map(|s| s.len()).sum::<usize>() + end - 1;
-            Ok(RepoName::parse(&rest[..len])?)
+            Ok(RepoName::parse(head)?)
         };
-        if n >= 3 && segs[n - 3] == "blobs" && segs[n - 2] == "uploads" {
-            let name = name_of(n - 3)?;
-            return Ok(match segs[n - 1] {
-                "" => OciRoute::UploadStart { name },
-                session if valid_session(session) => OciRoute::UploadSession {
-                    name,
-                    session: session.to_owned(),
-                },
-                _ => return Err(PathError::NotOci),
-            });
-        }
-        if n >= 2 {
-            let last = segs[n - 1];
-            match segs[n - 2] {
-                "tags" if last == "list" => {
-                    return Ok(OciRoute::TagsList {
-                        name: name_of(n - 2)?,
-                    })
-                }
-                "manifests" => {
-                    let reference = Reference::parse(&percent_decode_colon(last))?;
-                    return Ok(OciRoute::Manifest {
-                        name: name_of(n - 2)?,
-                        reference,
-                    });
-                }
-                "blobs" if last == "uploads" => {
-                    return Ok(OciRoute::UploadStart {
-                        name: name_of(n - 2)?,
-                    })
-                }
-                "blobs" => {
-                    let digest = percent_decode_colon(last).parse()?;
-                    return Ok(OciRoute::Blob {
-                        name: name_of(n - 2)?,
-                        digest,
-                    });
-                }
-                "referrers" => {
-                    let digest = percent_decode_colon(last).parse()?;
-                    return Ok(OciRoute::Referrers {
-                        name: name_of(n - 2)?,
-                        digest,
-                    });
-                }
-                _ => {}
+        let Some((head1, last)) = rest.rsplit_once('/') else {
+            return Err(PathError::NotOci);
+        };
+        let (head2, kind) = head1.rsplit_once('/').unwrap_or(("", head1));
+        if kind == "uploads" {
+            if let Some(name) = head2
+                .strip_suffix("/blobs")
+                .or_else(|| (head2 == "blobs").then_some(""))
+            {
+                let name = name_of(name)?;
+                return Ok(match last {
+                    "" => OciRoute::UploadStart { name },
+                    session if valid_session(session) => OciRoute::UploadSession {
+                        name,
+                        session: session.to_owned(),
+                    },
+                    _ => return Err(PathError::NotOci),
+                });
             }
         }
-        Err(PathError::NotOci)
+        match kind {
+            "tags" if last == "list" => Ok(OciRoute::TagsList {
+                name: name_of(head2)?,
+            }),
+            "manifests" => {
+                let reference = Reference::parse(&percent_decode_colon(last))?;
+                Ok(OciRoute::Manifest {
+                    name: name_of(head2)?,
+                    reference,
+                })
+            }
+            "blobs" if last == "uploads" => Ok(OciRoute::UploadStart {
+                name: name_of(head2)?,
+            }),
+            "blobs" => {
+                let digest = percent_decode_colon(last).parse()?;
+                Ok(OciRoute::Blob {
+                    name: name_of(head2)?,
+                    digest,
+                })
+            }
+            "referrers" => {
+                let digest = percent_decode_colon(last).parse()?;
+                Ok(OciRoute::Referrers {
+                    name: name_of(head2)?,
+                    digest,
+                })
+            }
+            _ => Err(PathError::NotOci),
+        }
     }
 
     pub fn name(&self) -> Option<&RepoName> {

@@ -48,7 +48,7 @@ pub async fn token_endpoint(
         resp.insert_header(name.clone(), value.as_str())?;
     }
     resp.insert_header("Content-Length", answer.body.len().to_string())?;
-    resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    resp.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
     ctx.answered_status = Some(answer.status.as_u16());
     respond::write(session, resp, Bytes::from(answer.body.into_bytes())).await?;
     Ok(true)
@@ -108,7 +108,7 @@ pub async fn authorize(
                 resp.insert_header(name.clone(), value.as_str())?;
             }
             resp.insert_header("Content-Length", rejection.body.len().to_string())?;
-            resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+            resp.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
             ctx.answered_status = Some(rejection.status.as_u16());
             ctx.refusal = Some(format!("auth: {}", e.reason()));
             respond::write(session, resp, Bytes::from(rejection.body.into_bytes())).await?;

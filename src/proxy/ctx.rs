@@ -2,13 +2,15 @@
 
 use std::time::Instant;
 
+use http::HeaderValue;
+
 use crate::oci::OciRoute;
 use crate::upstream::forward::Forward;
 
 /// Per-request state. Fields are filled phase by phase; `None` means "not reached".
 pub struct RequestCtx {
     pub started: Instant,
-    pub request_id: String,
+    pub request_id: RequestId,
     pub operation: &'static str,
     pub route: Option<OciRoute>,
     pub forward: Option<Forward>,
@@ -40,7 +42,7 @@ impl RequestCtx {
     pub fn new() -> Self {
         RequestCtx {
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: RequestId::default(),
             operation: "other",
             route: None,
             forward: None,
@@ -96,19 +98,51 @@ impl Default for RequestCtx {
     }
 }
 
+/// A request's id: short printable ASCII, so it is a valid header value and a safe log
+/// field. Kept as a header value because every answer carries it.
+#[derive(Debug, Clone)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Only ever built from printable ASCII, which `to_str` accepts.
+        self.0.to_str().unwrap_or_default()
+    }
+
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId(HeaderValue::from_static("-"))
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Accept a caller's request id when it is short and printable, else make one: ids end up
 /// in logs and headers, so they must not carry control characters or megabytes.
-pub fn request_id(incoming: Option<&str>) -> String {
+pub fn request_id(incoming: Option<&HeaderValue>) -> RequestId {
     match incoming {
         Some(id)
-            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+            if !id.is_empty()
+                && id.len() <= 128
+                && id.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
         {
-            id.to_owned()
+            RequestId(id.clone())
         }
-        _ => uuid::Uuid::new_v4()
-            .hyphenated()
-            .encode_lower(&mut uuid::Uuid::encode_buffer())
-            .to_owned(),
+        _ => {
+            let mut buf = uuid::Uuid::encode_buffer();
+            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+            // A hyphenated UUID is always a valid header value.
+            RequestId(HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-")))
+        }
     }
 }
 
@@ -118,9 +152,11 @@ mod tests {
 
     #[test]
     fn request_ids_are_sanitised() {
-        assert_eq!(request_id(Some("abc-123")), "abc-123");
-        assert_ne!(request_id(Some("evil\nlog line")), "evil\nlog line");
-        assert_eq!(request_id(Some(&"x".repeat(500))).len(), 36);
-        assert_eq!(request_id(None).len(), 36);
+        let id = |s: &str| request_id(Some(&HeaderValue::from_str(s).expect("valid header")));
+        assert_eq!(id("abc-123").as_str(), "abc-123");
+        assert_ne!(id("evil log line").as_str(), "evil log line");
+        assert_eq!(id(&"x".repeat(500)).as_str().len(), 36);
+        assert_eq!(request_id(None).as_str().len(), 36);
+        assert_ne!(request_id(None).as_str(), request_id(None).as_str());
     }
 }

@@ -12,8 +12,8 @@ use pingora::Result;
 use super::ctx::RequestCtx;
 use super::{respond, MargoProxy};
 use crate::cache::{
-    entry::CACHE_STATUS_HEADER, negotiate, CachedManifest, FetchError, Fetched, Negotiation,
-    RepoKey, ResolveError, TagProbe, TagSource, FULL_ACCEPT,
+    negotiate, CachedManifest, FetchError, Fetched, Negotiation, RepoKey, ResolveError, TagProbe,
+    TagSource, FULL_ACCEPT,
 };
 use crate::oci::{OciError, OciErrorCode, OciRoute, Reference};
 use crate::upstream::Upstream;
@@ -68,24 +68,26 @@ pub async fn try_serve(
     };
     let reference = reference.clone();
     let auth = ctx.upstream_authorization.clone();
-    let name = key.repository().to_owned();
+    let name = key.repository();
     let max = proxy.state.cache_max_manifest;
 
     let mut stale = false;
     let mut attached = None;
     let mut tag_key = None;
-    let digest = match &reference {
-        Reference::Digest(d) => d.to_string(),
+    let digest: Arc<str> = match &reference {
+        Reference::Digest(d) => Arc::from(d.to_string()),
         Reference::Tag(tag) => {
-            let probe = probe_tag(&upstream, &name, tag, auth.clone());
             let k = key.tag(tag.as_str());
-            let resolved = cache.resolve_tag(&k, |_| probe).await;
+            // The probe (an upstream HEAD) is built only when the mapping needs it.
+            let resolved = cache
+                .resolve_tag(&k, |_| probe_tag(&upstream, name, tag, auth.clone()))
+                .await;
             tag_key = Some(k);
             match resolved {
                 Ok(r) => {
                     stale = r.source == TagSource::Stale;
                     attached = r.manifest;
-                    r.digest.to_string()
+                    r.digest
                 }
                 Err(ResolveError::NotFound { .. }) => {
                     let e = OciError::new(
@@ -104,12 +106,12 @@ pub async fn try_serve(
     let fetched = AtomicBool::new(false);
     let flag = &fetched;
     let up = upstream.clone();
-    let (name_ref, digest_ref) = (name.as_str(), digest.as_str());
+    let (name_ref, digest_ref) = (name, &*digest);
     let result = match attached {
         Some(m) => Ok(m),
         None => {
             let result = cache
-                .get_or_fetch(&key.digest(digest.as_str()), || async move {
+                .get_or_fetch(&key.digest(digest.clone()), || async move {
                     // Built only on a miss: hits stay allocation-light.
                     flag.store(true, Ordering::Relaxed);
                     let path = format!("/v2/{name_ref}/manifests/{digest_ref}");
@@ -172,11 +174,7 @@ pub async fn try_serve(
         "hit"
     };
     ctx.cache_result = Some(result);
-    let mut resp = manifest.response_head().clone();
-    if result != "hit" {
-        resp.insert_header(CACHE_STATUS_HEADER, result)?;
-    }
-    resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    let resp = manifest.response_head(result, ctx.request_id.header_value());
     ctx.answered_status = Some(200);
     respond::write(session, resp, manifest.body().clone()).await?;
     Ok(true)

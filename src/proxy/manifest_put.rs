@@ -49,7 +49,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
     let mut out = upstream
         .http
         .put(upstream.url(&fwd.path_and_query))
-        .header("X-Request-Id", ctx.request_id.as_str())
+        .header("X-Request-Id", ctx.request_id.header_value().clone())
         .header(
             "X-Forwarded-Proto",
             if ctx.client_tls { "https" } else { "http" },
@@ -126,7 +126,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         }
     }
     resp.insert_header("Content-Length", answer_body.len().to_string())?;
-    resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    resp.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
     ctx.answered_status = Some(status);
     respond::write(session, resp, answer_body).await
 }

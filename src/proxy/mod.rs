@@ -273,6 +273,11 @@ impl ProxyHttp for MargoProxy {
         Box::new(RequestCtx::new())
     }
 
+    /// No downstream modules. Pingora's default adds a response-compression module at
+    /// level 0 (off), which still costs every request a module context and two filter
+    /// calls; registry payloads are digested bytes that must not be re-encoded anyway.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(
         &self,
         session: &mut Session,
@@ -283,8 +288,7 @@ impl ProxyHttp for MargoProxy {
             session
                 .req_header()
                 .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok()),
+                .get(&crate::cache::entry::REQUEST_ID_HEADER),
         );
         ctx.client_tls = session
             .digest()
@@ -440,7 +444,7 @@ impl ProxyHttp for MargoProxy {
             resp.remove_header(&http::header::CONTENT_LENGTH);
             ctx.body_rewrite = Some(bytes::BytesMut::new());
         }
-        resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+        resp.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
         Ok(())
     }
 

@@ -17,7 +17,7 @@ pub async fn oci_error(session: &mut Session, ctx: &mut RequestCtx, err: &OciErr
     resp.insert_header("Content-Type", "application/json")?;
     resp.insert_header("Content-Length", body.len().to_string())?;
     resp.insert_header(API_VERSION.0, API_VERSION.1)?;
-    resp.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    resp.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
     if let Some(rule) = &ctx.policy_denied_rule {
         resp.insert_header("X-Margo-Policy-Denied", rule.as_str())?;
     }

@@ -37,7 +37,7 @@ pub fn forwarded_headers(
     if let Some(h) = &ctx.client_host {
         req.insert_header("X-Forwarded-Host", h.as_str())?;
     }
-    req.insert_header("X-Request-Id", ctx.request_id.as_str())?;
+    req.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
     Ok(())
 }
 

@@ -16,11 +16,47 @@ pub fn compile_pattern(pattern: &str) -> Result<GlobMatcher, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A route pattern, compiled. The shapes nearly every config uses (`**`, `apps/**`, a
+/// literal name) are decided by string comparison; a glob engine runs only for the rest.
+/// The fast shapes are checked against globset itself in the tests.
+#[derive(Debug)]
+enum NameMatcher {
+    Any,
+    /// `prefix/**`: everything strictly below `prefix/`.
+    Under(String),
+    Exact(String),
+    Glob(GlobMatcher),
+}
+
+impl NameMatcher {
+    fn compile(pattern: &str) -> Result<Self, String> {
+        let glob = compile_pattern(pattern)?;
+        let literal = |p: &str| !p.contains(['*', '?', '[', ']', '{', '}', '\\', '!']);
+        Ok(match pattern.strip_suffix("/**") {
+            _ if pattern == "**" => NameMatcher::Any,
+            Some(prefix) if !prefix.is_empty() && literal(prefix) => {
+                NameMatcher::Under(format!("{prefix}/"))
+            }
+            _ if literal(pattern) => NameMatcher::Exact(pattern.to_owned()),
+            _ => NameMatcher::Glob(glob),
+        })
+    }
+
+    fn is_match(&self, name: &str) -> bool {
+        match self {
+            NameMatcher::Any => true,
+            NameMatcher::Under(prefix) => name.len() > prefix.len() && name.starts_with(prefix),
+            NameMatcher::Exact(n) => name == n,
+            NameMatcher::Glob(g) => g.is_match(name),
+        }
+    }
+}
+
 /// A compiled route.
 #[derive(Debug)]
 pub struct Route {
     pub pattern: String,
-    matcher: GlobMatcher,
+    matcher: NameMatcher,
     /// Index into the proxy's upstream list.
     pub upstream: usize,
     pub rewrite: Option<Rewrite>,
@@ -64,7 +100,7 @@ impl Router {
                 .ok_or_else(|| format!("unknown upstream `{}`", r.upstream.value))?;
             routes.push(Arc::new(Route {
                 pattern: r.pattern.clone(),
-                matcher: compile_pattern(&r.pattern)?,
+                matcher: NameMatcher::compile(&r.pattern)?,
                 upstream,
                 rewrite: r
                     .rewrite
@@ -130,6 +166,57 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The string fast paths decide exactly as globset does.
+    #[test]
+    fn fast_matchers_agree_with_globset() {
+        let patterns = [
+            "**",
+            "apps/**",
+            "apps/team/**",
+            "apps",
+            "apps/x",
+            "apps/*",
+            "a?c/**",
+        ];
+        let names = [
+            "apps",
+            "apps/x",
+            "apps/x/y",
+            "apps/team",
+            "apps/team/x",
+            "appsx",
+            "appsx/y",
+            "x/apps/y",
+            "abc/d",
+            "a",
+            "library/nginx",
+        ];
+        for p in patterns {
+            let fast = NameMatcher::compile(p).expect("compiles");
+            let glob = compile_pattern(p).expect("compiles");
+            for n in names {
+                assert_eq!(
+                    fast.is_match(n),
+                    glob.is_match(n),
+                    "pattern {p:?}, name {n:?}"
+                );
+            }
+        }
+        assert!(matches!(NameMatcher::compile("**"), Ok(NameMatcher::Any)));
+        assert!(matches!(
+            NameMatcher::compile("apps/**"),
+            Ok(NameMatcher::Under(_))
+        ));
+        assert!(matches!(
+            NameMatcher::compile("apps/x"),
+            Ok(NameMatcher::Exact(_))
+        ));
+        assert!(matches!(
+            NameMatcher::compile("apps/*"),
+            Ok(NameMatcher::Glob(_))
+        ));
+    }
 
     fn router() -> Router {
         let c = Config::parse(
