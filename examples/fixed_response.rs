@@ -1,6 +1,9 @@
 //! The ceiling for `scripts/bench`: Pingora answering a fixed response from memory, with
 //! the same thread count as the proxy, so a cache hit can be compared against "Pingora
-//! doing nothing at all". Usage: fixed_response ADDR BODY_FILE CONTENT_TYPE THREADS
+//! doing nothing at all". Usage:
+//! fixed_response ADDR BODY_FILE CONTENT_TYPE THREADS [--no-work-stealing] [--keepalive SECS]
+//! `--keepalive` gives client connections the same idle timeout the proxy sets (Pingora's
+//! default has none, and so skips a timer per request).
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -18,6 +21,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 struct Fixed {
     body: Bytes,
     content_type: String,
+    keepalive: Option<u64>,
 }
 
 #[async_trait]
@@ -30,6 +34,9 @@ impl ProxyHttp for Fixed {
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, _ctx: &mut ()) -> Result<bool> {
+        if let Some(secs) = self.keepalive {
+            session.set_keepalive(Some(secs));
+        }
         let mut resp = ResponseHeader::build(200, Some(3))?;
         resp.insert_header("Content-Type", self.content_type.as_str())?;
         resp.insert_header("Content-Length", self.body.len().to_string())?;
@@ -46,13 +53,13 @@ impl ProxyHttp for Fixed {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let (args, work_stealing) = match args.as_slice() {
-        [rest @ .., flag] if flag == "--no-work-stealing" => (rest, false),
-        rest => (rest, true),
-    };
-    let [_, addr, body, content_type, threads] = args else {
-        eprintln!("usage: fixed_response ADDR BODY_FILE CONTENT_TYPE THREADS [--no-work-stealing]");
+    let mut args: Vec<String> = std::env::args().collect();
+    let work_stealing = !take_flag(&mut args, "--no-work-stealing");
+    let keepalive = take_option(&mut args, "--keepalive").and_then(|v| v.parse().ok());
+    let [_, addr, body, content_type, threads] = args.as_slice() else {
+        eprintln!(
+            "usage: fixed_response ADDR BODY_FILE CONTENT_TYPE THREADS [--no-work-stealing] [--keepalive SECS]"
+        );
         std::process::exit(2);
     };
     let body = std::fs::read(body).expect("body file");
@@ -68,9 +75,22 @@ fn main() {
         Fixed {
             body: Bytes::from(body),
             content_type: content_type.clone(),
+            keepalive,
         },
     );
     svc.add_tcp(addr);
     server.add_service(svc);
     server.run_forever();
+}
+
+fn take_flag(args: &mut Vec<String>, flag: &str) -> bool {
+    let before = args.len();
+    args.retain(|a| a != flag);
+    args.len() != before
+}
+
+fn take_option(args: &mut Vec<String>, name: &str) -> Option<String> {
+    let i = args.iter().position(|a| a == name)?;
+    args.remove(i);
+    (i < args.len()).then(|| args.remove(i))
 }
