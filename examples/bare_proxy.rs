@@ -40,6 +40,9 @@ fn main() {
     };
     let conf = ServerConf {
         threads: threads.parse().unwrap_or(2),
+        // A benchmark target: exit at once on SIGTERM (Pingora's default waits 300 s).
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);

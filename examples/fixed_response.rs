@@ -65,6 +65,9 @@ fn main() {
     let body = std::fs::read(body).expect("body file");
     let conf = ServerConf {
         threads: threads.parse().unwrap_or(2),
+        // A benchmark target: exit at once on SIGTERM (Pingora's default waits 300 s).
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
         work_stealing,
         ..ServerConf::default()
     };
