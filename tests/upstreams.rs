@@ -72,6 +72,16 @@ fn prefix_rewriting_maps_names_both_ways() {
         .unwrap();
     assert_eq!(v["name"], "apps/web");
     assert_eq!(v["tags"], serde_json::json!(["1.0.0"]));
+    // The catalog, too, lists the names clients use, not the upstream's.
+    let catalog = |url: String| -> serde_json::Value { c.get(url).send().unwrap().json().unwrap() };
+    assert_eq!(
+        catalog(format!("{}/v2/_catalog", reg.url()))["repositories"],
+        serde_json::json!(["margo/apps/web"])
+    );
+    assert_eq!(
+        catalog(format!("{base}/v2/_catalog"))["repositories"],
+        serde_json::json!(["apps/web"])
+    );
     let r = c
         .post(format!("{base}/v2/apps/web/blobs/uploads/"))
         .send()

@@ -164,6 +164,10 @@ impl UpstreamErrorKind {
 /// exposition shows only what happened.
 #[derive(Default)]
 struct OperationSeries {
+    /// `requests_total` for GET and HEAD answered 200, nearly every request of a pull:
+    /// resolved once instead of hashing three labels under the vec's lock per request.
+    get_ok: std::sync::OnceLock<prometheus::IntCounter>,
+    head_ok: std::sync::OnceLock<prometheus::IntCounter>,
     duration: std::sync::OnceLock<prometheus::Histogram>,
     upstream: std::sync::OnceLock<prometheus::Histogram>,
     received: std::sync::OnceLock<prometheus::IntCounter>,
@@ -452,15 +456,27 @@ impl Metrics {
     /// Records one finished request.
     pub fn observe_request(&self, r: &RequestRecord<'_>) {
         let op = normalize_operation(r.operation);
-        let status = status_label(r.status);
-        self.requests
-            .with_label_values(&[op, normalize_method(r.method), status])
-            .inc();
+        let method = normalize_method(r.method);
         let index = OPERATIONS
             .iter()
             .position(|o| *o == op)
             .unwrap_or(OPERATIONS.len());
-        let Some(series) = self.per_operation.get(index) else {
+        let series = self.per_operation.get(index);
+        let count = |cell: Option<&std::sync::OnceLock<prometheus::IntCounter>>| match cell {
+            Some(cell) => cell
+                .get_or_init(|| self.requests.with_label_values(&[op, method, "200"]))
+                .inc(),
+            None => self
+                .requests
+                .with_label_values(&[op, method, status_label(r.status)])
+                .inc(),
+        };
+        match (r.status, method) {
+            (200, "GET") => count(series.map(|s| &s.get_ok)),
+            (200, "HEAD") => count(series.map(|s| &s.head_ok)),
+            _ => count(None),
+        }
+        let Some(series) = series else {
             return;
         };
         let one = |vec: &HistogramVec| vec.with_label_values(&[op]);

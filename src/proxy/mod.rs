@@ -438,8 +438,10 @@ impl ProxyHttp for MargoProxy {
         {
             self.pull_policy_on_response(session, resp, ctx).await?;
         }
-        if rewrite::wants_tags_body_rewrite(ctx, resp) {
-            // The body names the repository as the upstream knows it: it will be rewritten,
+        if rewrite::wants_tags_body_rewrite(ctx, resp)
+            || rewrite::wants_catalog_body_rewrite(ctx, resp)
+        {
+            // The body names repositories as the upstream knows them: it will be rewritten,
             // so its length changes and the response goes out chunked.
             resp.remove_header(&http::header::CONTENT_LENGTH);
             ctx.body_rewrite = Some(bytes::BytesMut::new());
@@ -465,17 +467,19 @@ impl ProxyHttp for MargoProxy {
                 if buf.len() + chunk.len() > rewrite::MAX_REWRITTEN_BODY {
                     return Error::e_explain(
                         ErrorType::InternalError,
-                        "tags list too large to rewrite",
+                        "tags list or catalog too large to rewrite",
                     );
                 }
                 buf.extend_from_slice(&chunk);
             }
             if end_of_stream {
                 let raw = std::mem::take(buf).freeze();
-                *body = Some(rewrite::tags_body(
-                    raw,
-                    ctx.repository().unwrap_or_default(),
-                ));
+                *body = Some(match (ctx.operation, ctx.forward.as_ref()) {
+                    ("catalog", Some(fwd)) => rewrite::catalog_body(raw, |name| {
+                        self.state.router.client_name(fwd.upstream, name)
+                    }),
+                    _ => rewrite::tags_body(raw, ctx.repository().unwrap_or_default()),
+                });
             }
         }
         Ok(None)

@@ -139,6 +139,28 @@ impl Router {
         })
     }
 
+    /// The name clients use for repository `upstream_name` of upstream `upstream`, for
+    /// listings (`_catalog`): the first route whose inverse rewrite gives a name that
+    /// routes back to that very repository. `None`: no client name reaches it.
+    pub fn client_name(&self, upstream: usize, upstream_name: &str) -> Option<String> {
+        self.routes
+            .iter()
+            .filter(|r| r.upstream == upstream)
+            .find_map(|r| {
+                let candidate = match &r.rewrite {
+                    None => upstream_name.to_owned(),
+                    Some(rw) => format!(
+                        "{}{}",
+                        rw.strip,
+                        upstream_name.strip_prefix(rw.prefix.as_str())?
+                    ),
+                };
+                let back = self.route(&RepoName::parse(&candidate).ok()?).ok()?;
+                (back.route.upstream == upstream && back.upstream_name.as_str() == upstream_name)
+                    .then_some(candidate)
+            })
+    }
+
     /// The upstream of the route a repository-free request (ping, catalog) goes to:
     /// the catch-all route's, else the first route's.
     pub fn default_upstream(&self) -> usize {
@@ -166,6 +188,37 @@ impl Route {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_names_invert_rewrites_and_drop_unreachable_names() {
+        let c = Config::parse(
+            r#"
+listeners: [{address: "127.0.0.1:1"}]
+upstreams:
+  - {name: a, url: "http://127.0.0.1:5000"}
+  - {name: b, url: "http://127.0.0.1:5001"}
+routes:
+  - {match: "apps/**", upstream: a, rewrite: {strip: "apps/", prefix: "margo/apps/"}}
+  - {match: "other/**", upstream: b}
+  - {match: "**", upstream: a}
+"#,
+        )
+        .expect("valid config");
+        let r = Router::from_config(&c).expect("router");
+        assert_eq!(
+            r.client_name(0, "margo/apps/web").as_deref(),
+            Some("apps/web")
+        );
+        assert_eq!(
+            r.client_name(0, "library/nginx").as_deref(),
+            Some("library/nginx")
+        );
+        // Routed to upstream b, so a client can never reach `other/x` on a.
+        assert_eq!(r.client_name(0, "other/x"), None);
+        assert_eq!(r.client_name(1, "other/x").as_deref(), Some("other/x"));
+        // `apps/web` on a would be rewritten, so that repository is unreachable as is.
+        assert_eq!(r.client_name(0, "apps/web"), None);
+    }
 
     /// The string fast paths decide exactly as globset does.
     #[test]
