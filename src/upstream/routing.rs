@@ -191,20 +191,13 @@ mod tests {
 
     #[test]
     fn client_names_invert_rewrites_and_drop_unreachable_names() {
-        let c = Config::parse(
+        let r = router_with(
             r#"
-listeners: [{address: "127.0.0.1:1"}]
-upstreams:
-  - {name: a, url: "http://127.0.0.1:5000"}
-  - {name: b, url: "http://127.0.0.1:5001"}
-routes:
   - {match: "apps/**", upstream: a, rewrite: {strip: "apps/", prefix: "margo/apps/"}}
   - {match: "other/**", upstream: b}
   - {match: "**", upstream: a}
 "#,
-        )
-        .expect("valid config");
-        let r = Router::from_config(&c).expect("router");
+        );
         assert_eq!(
             r.client_name(0, "margo/apps/web").as_deref(),
             Some("apps/web")
@@ -271,14 +264,17 @@ routes:
         ));
     }
 
+    /// A router over upstreams `a` and `b` with the given `routes:` entries.
+    fn router_with(routes: &str) -> Router {
+        let yaml = format!(
+            "listeners: [{{address: \"127.0.0.1:1\"}}]\nupstreams:\n  - {{name: a, url: \"http://127.0.0.1:5000\"}}\n  - {{name: b, url: \"http://127.0.0.1:5001\"}}\nroutes:{routes}"
+        );
+        Router::from_config(&Config::parse(&yaml).expect("valid config")).expect("router")
+    }
+
     fn router() -> Router {
-        let c = Config::parse(
+        router_with(
             r#"
-listeners: [{address: "127.0.0.1:1"}]
-upstreams:
-  - {name: a, url: "http://127.0.0.1:5000"}
-  - {name: b, url: "http://127.0.0.1:5001"}
-routes:
   - match: "apps/*"
     upstream: a
     kind: app
@@ -289,8 +285,6 @@ routes:
     upstream: a
 "#,
         )
-        .unwrap();
-        Router::from_config(&c).unwrap()
     }
 
     fn n(s: &str) -> RepoName {
@@ -322,11 +316,7 @@ routes:
 
     #[test]
     fn no_route_is_an_error() {
-        let c = Config::parse(
-            "listeners: [{address: \"127.0.0.1:1\"}]\nupstreams: [{name: a, url: \"http://h:1\"}]\nroutes: [{match: \"apps/**\", upstream: a}]\n",
-        )
-        .unwrap();
-        let r = Router::from_config(&c).unwrap();
+        let r = router_with("\n  - {match: \"apps/**\", upstream: a}\n");
         assert_eq!(
             r.route(&n("other")).unwrap_err(),
             RouteError::NoRoute("other".into())
