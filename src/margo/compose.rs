@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 
-use crate::margo::digest::{Digest, HashingReader};
+use crate::margo::digest::{is_cap_error, CappedReader, Digest, HashingReader};
 use crate::margo::report::{FieldPath, Report, RuleId, Violation};
 
 /// The only accepted compose file name.
@@ -81,30 +81,6 @@ pub struct ArchiveCheck {
 }
 
 /// Counts decompressed bytes and fails past the cap.
-struct CappedReader<R> {
-    inner: R,
-    count: u64,
-    limit: u64,
-}
-
-impl<R: Read> Read for CappedReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count = self.count.saturating_add(n as u64);
-        if self.count > self.limit {
-            return Err(io::Error::new(
-                io::ErrorKind::FileTooLarge,
-                "decompressed size cap",
-            ));
-        }
-        Ok(n)
-    }
-}
-
-fn is_cap_error(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::FileTooLarge
-}
-
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -308,11 +284,7 @@ pub fn check_archive<R: Read>(
     let mut fatal = false;
     {
         let gz = MultiGzDecoder::new(&mut hashing);
-        let capped = CappedReader {
-            inner: gz,
-            count: 0,
-            limit: limits.max_decompressed_bytes,
-        };
+        let capped = CappedReader::new(gz, limits.max_decompressed_bytes);
         let mut archive = tar::Archive::new(capped);
         match archive.entries() {
             Err(e) => {

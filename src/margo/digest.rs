@@ -103,29 +103,63 @@ pub fn verify_blob(bytes: &[u8], expected: &str, size: Option<u64>) -> Result<()
     Ok(())
 }
 
+/// Fails a read with [`io::ErrorKind::FileTooLarge`] once more than `limit` bytes came
+/// through: a cap on everything streamed from the network or inflated from it.
+#[derive(Debug)]
+pub struct CappedReader<R> {
+    inner: R,
+    count: u64,
+    limit: u64,
+}
+
+impl<R> CappedReader<R> {
+    pub fn new(inner: R, limit: u64) -> Self {
+        Self {
+            inner,
+            count: 0,
+            limit,
+        }
+    }
+}
+
+/// Whether an I/O error is a [`CappedReader`]'s cap.
+pub fn is_cap_error(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::FileTooLarge
+}
+
+impl<R: Read> Read for CappedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count = self.count.saturating_add(n as u64);
+        if self.count > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("stream exceeds {} bytes", self.limit),
+            ));
+        }
+        Ok(n)
+    }
+}
+
 /// A reader that hashes and counts what passes through, and fails once more than
 /// `limit` bytes were read (so a stream cannot run forever).
 #[derive(Debug)]
 pub struct HashingReader<R> {
-    inner: R,
+    inner: CappedReader<R>,
     hasher: Sha256,
-    count: u64,
-    limit: u64,
 }
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R, limit: u64) -> Self {
         Self {
-            inner,
+            inner: CappedReader::new(inner, limit),
             hasher: Sha256::new(),
-            count: 0,
-            limit,
         }
     }
 
     /// Bytes read so far.
     pub fn count(&self) -> u64 {
-        self.count
+        self.inner.count
     }
 
     /// `sha256:<hex>` of everything read so far.
@@ -137,13 +171,6 @@ impl<R: Read> HashingReader<R> {
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count = self.count.saturating_add(n as u64);
-        if self.count > self.limit {
-            return Err(io::Error::new(
-                io::ErrorKind::FileTooLarge,
-                format!("stream exceeds {} bytes", self.limit),
-            ));
-        }
         self.hasher.update(buf.get(..n).unwrap_or_default());
         Ok(n)
     }
@@ -209,6 +236,7 @@ mod tests {
         assert_eq!(r.digest(), sha256_digest(b"hello"));
         assert_eq!(r.count(), 5);
         let mut r = HashingReader::new(&b"hello"[..], 3);
-        assert!(r.read_to_end(&mut out).is_err());
+        let err = r.read_to_end(&mut out).expect_err("over the cap");
+        assert!(is_cap_error(&err), "{err}");
     }
 }
