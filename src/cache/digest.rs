@@ -82,10 +82,8 @@ pub fn parse_digest(digest: &str) -> Result<(DigestAlgorithm, &str), DigestError
     Ok((alg, encoded))
 }
 
-/// `sha256:<hex>` of `body`: the canonical digest when the upstream names none.
-pub fn sha256_digest(body: &[u8]) -> String {
-    format!("sha256:{}", DigestAlgorithm::Sha256.hash_hex(body))
-}
+/// `sha256:<hex>` of a body: the canonical digest when the upstream names none.
+pub use crate::margo::digest::sha256_digest;
 
 /// Checks that `body` hashes to `expected`, returning the algorithm used.
 pub fn verify_digest(expected: &str, body: &[u8]) -> Result<DigestAlgorithm, DigestError> {
