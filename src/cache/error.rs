@@ -59,9 +59,6 @@ pub enum ManifestError {
     /// Without a content type the Accept negotiation cannot be done.
     #[error("upstream manifest response has no usable Content-Type")]
     MissingContentType,
-    /// A replayed header could not be put into a response head.
-    #[error("upstream manifest header cannot be replayed: {0}")]
-    Header(String),
 }
 
 /// Why a verified manifest is served but not kept.
