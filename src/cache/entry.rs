@@ -166,6 +166,30 @@ impl CachedManifest {
         ResponseHeader::from(parts)
     }
 
+    /// A deep copy whose body and header values share no reference counts with
+    /// `self`: for [`super::front`], so that answering from it on one core does not
+    /// write to memory other cores are reading.
+    pub(crate) fn thread_copy(&self) -> Self {
+        let copy_map = |map: &HeaderMap| {
+            let mut out = HeaderMap::with_capacity(map.len());
+            for (name, value) in map {
+                let mut v =
+                    HeaderValue::from_maybe_shared(Bytes::copy_from_slice(value.as_bytes()))
+                        .unwrap_or_else(|_| value.clone());
+                v.set_sensitive(value.is_sensitive());
+                out.append(name.clone(), v);
+            }
+            out
+        };
+        Self {
+            body: Bytes::copy_from_slice(&self.body),
+            digest: self.digest.clone(),
+            content_type: self.content_type.clone(),
+            headers: copy_map(&self.headers),
+            head: copy_map(&self.head),
+        }
+    }
+
     /// Bytes this entry accounts for in the cache budget.
     pub fn weight(&self) -> usize {
         let headers: usize = self

@@ -27,6 +27,7 @@ pub mod digest;
 pub mod entry;
 pub mod error;
 pub mod freshness;
+mod front;
 pub mod key;
 pub mod stats;
 
@@ -228,7 +229,12 @@ pub struct ManifestCache {
     counters: Arc<Counters>,
     epochs: [AtomicU64; EPOCH_STRIPES],
     hasher: std::collections::hash_map::RandomState,
+    /// Tells this cache's entries in the per-thread fronts from other caches'.
+    id: u64,
 }
+
+/// Source of [`ManifestCache`] ids.
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(1);
 
 impl std::fmt::Debug for ManifestCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -286,6 +292,7 @@ impl ManifestCache {
             counters,
             epochs: std::array::from_fn(|_| AtomicU64::new(0)),
             hasher: std::collections::hash_map::RandomState::new(),
+            id: NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed),
         })
     }
 
@@ -331,6 +338,47 @@ impl ManifestCache {
 
     fn bump_epoch(&self, repo: &RepoKey) {
         self.epochs[self.stripe(repo)].fetch_add(1, Ordering::AcqRel);
+    }
+
+    // ---- per-thread front ------------------------------------------------
+
+    /// Taken before reading moka for a front fill: an invalidation that bumps
+    /// the epoch after this (it bumps again after removing its entries) voids
+    /// the filled entry.
+    fn front_stamp(&self, repo: &RepoKey) -> front::Stamp {
+        let ticket = self.ticket(repo);
+        front::Stamp {
+            cache: self.id,
+            stripe: ticket.stripe,
+            epoch: ticket.epoch,
+        }
+    }
+
+    /// A fresh tag hit from this thread's front (see [`front`]): no moka
+    /// lookup, no key allocation. `None` means "use [`Self::resolve_tag`]".
+    pub fn front_hit(
+        &self,
+        upstream: &str,
+        repository: &str,
+        tag: &str,
+    ) -> Option<Arc<CachedManifest>> {
+        let hit = front::get(
+            self.id,
+            upstream,
+            repository,
+            tag,
+            Instant::now(),
+            |stamp| {
+                self.ticket_valid(FetchTicket {
+                    stripe: stamp.stripe,
+                    epoch: stamp.epoch,
+                })
+            },
+        )?;
+        // As on the moka path with an attached manifest: tag and digest both hit.
+        bump(&self.counters.hits);
+        bump(&self.counters.hits);
+        Some(hit)
     }
 
     // ---- digests ---------------------------------------------------------
@@ -595,18 +643,33 @@ impl ManifestCache {
         Fut: Future<Output = TagProbe<E>>,
     {
         let k = Key::Tag(key.clone());
+        let stamp = self.front_stamp(key.repo());
         // Fast path without the per-key lock.
         let value = self.inner.get(&k).await;
-        let attached = match &value {
-            Some(Value::Tag(t)) => t.manifest.clone(),
-            _ => None,
+        let (attached, fetched_at) = match &value {
+            Some(Value::Tag(t)) => (t.manifest.clone(), Some(t.fetched_at)),
+            _ => (None, None),
         };
-        match self.tag_lookup(value, Instant::now()) {
+        let now = Instant::now();
+        match self.tag_lookup(value, now) {
             TagLookup::Fresh(digest) => {
                 bump(&self.counters.hits);
                 if attached.is_some() {
                     // The digest lookup this saves would have been a hit too.
                     bump(&self.counters.hits);
+                }
+                let fresh_until = fetched_at.and_then(|at| at.checked_add(self.policy.ttl));
+                if let (Some(m), Some(fresh_until)) = (&attached, fresh_until) {
+                    let repo = key.repo();
+                    front::put(
+                        repo.upstream(),
+                        repo.repository(),
+                        key.tag(),
+                        m,
+                        stamp,
+                        fresh_until,
+                        now,
+                    );
                 }
                 return Ok(TagResolution {
                     digest,
@@ -787,6 +850,9 @@ impl ManifestCache {
     pub async fn invalidate_tag(&self, key: &TagKey) {
         self.bump_epoch(key.repo());
         self.remove_tag_if(&Key::Tag(key.clone()), |_| true).await;
+        // Again after the removal: a front fill that read the epoch between the
+        // first bump and the removal may have seen the old entry.
+        self.bump_epoch(key.repo());
     }
 
     /// Forgets a digest (manifest or cached 404) and every tag of the same
@@ -814,6 +880,8 @@ impl ManifestCache {
             )
             .await;
         }
+        // See `invalidate_tag`.
+        self.bump_epoch(key.repo());
     }
 
     /// Call after the upstream accepted a manifest PUT for `reference` (tag

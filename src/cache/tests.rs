@@ -707,3 +707,65 @@ async fn a_tag_carries_its_manifest_until_the_mapping_changes() {
     assert!(moved.manifest.is_none());
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn the_thread_front_serves_fresh_tags_and_forgets_them_at_once() {
+    let c = cache(&tag_config(300, 10_000));
+    let r = repo();
+    let tag = r.tag("v1");
+    let (d1, body, headers) = manifest("front");
+    let calls = AtomicUsize::new(0);
+    let found = |d: String| move |_: Option<Arc<str>>| async move { TagProbe::<Boom>::Found(d) };
+    let front = |c: &ManifestCache| c.front_hit("hub", "apps/web", "v1");
+    // Serve once through the tag (attach), then once more: that fills the front.
+    let warm = |c: Arc<ManifestCache>| {
+        let (tag, found, d1, calls) = (tag.clone(), found(d1.clone()), d1.clone(), &calls);
+        let (body, headers) = (body.clone(), headers.clone());
+        async move {
+            c.resolve_tag(&tag, found).await.expect("tag");
+            let m = c
+                .get_or_fetch(&repo().digest(d1.as_str()), || {
+                    fetch_ok(calls, body, headers)
+                })
+                .await
+                .expect("manifest");
+            c.attach_manifest(&tag, &m).await;
+            assert!(front(&c).is_none(), "filled only by a fresh lookup");
+            let r = c
+                .resolve_tag(&tag, |_| async { TagProbe::<Boom>::NotFound })
+                .await;
+            assert!(r.expect("fresh").manifest.is_some());
+        }
+    };
+
+    warm(c.clone()).await;
+    let before = c.stats().hits;
+    let hit = front(&c).expect("front hit");
+    assert_eq!((hit.digest(), hit.body()), (d1.as_str(), &body));
+    assert_eq!(
+        c.stats().hits,
+        before + 2,
+        "tag and manifest both count as hits"
+    );
+    assert!(
+        front(&cache(&config())).is_none(),
+        "another cache's entries are not served"
+    );
+    assert!(c.front_hit("hub", "apps/web", "v2").is_none());
+
+    // A push of the tag through the proxy voids it at once.
+    c.on_manifest_put(&r, "v1").await;
+    assert!(front(&c).is_none());
+
+    // So does a delete of the digest it points at.
+    warm(c.clone()).await;
+    assert!(front(&c).is_some());
+    c.on_manifest_delete(&r, &d1).await;
+    assert!(front(&c).is_none());
+
+    // And the mapping's TTL ends front hits too.
+    warm(c.clone()).await;
+    assert!(front(&c).is_some());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert!(front(&c).is_none());
+}

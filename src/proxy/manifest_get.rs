@@ -44,10 +44,10 @@ pub async fn try_serve(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<bool> {
-    let Some(cache) = proxy.state.cache.clone() else {
+    let Some(cache) = proxy.state.cache.as_ref() else {
         return Ok(false);
     };
-    let Some(upstream) = proxy.upstream_of(ctx).cloned() else {
+    let Some(upstream) = proxy.upstream_of(ctx) else {
         return Ok(false);
     };
     // A client that brings its own upstream credentials (no proxy account, no proxy
@@ -61,9 +61,18 @@ pub async fn try_serve(
     {
         return Ok(false);
     }
-    let (Some(OciRoute::Manifest { reference, .. }), Some(key)) =
-        (ctx.route.as_ref(), repo_key(ctx, &upstream))
+    let (Some(OciRoute::Manifest { reference, .. }), Some(fwd)) =
+        (ctx.route.as_ref(), ctx.forward.as_ref())
     else {
+        return Ok(false);
+    };
+    if let (Reference::Tag(tag), Some(matched)) = (reference, fwd.matched.as_ref()) {
+        let hot = cache.front_hit(&upstream.name, matched.upstream_name.as_str(), tag.as_str());
+        if let Some(manifest) = hot {
+            return answer(proxy, session, ctx, &manifest, "hit").await;
+        }
+    }
+    let Some(key) = repo_key(ctx, upstream) else {
         return Ok(false);
     };
     let reference = reference.clone();
@@ -147,25 +156,6 @@ pub async fn try_serve(
         }
         Err(FetchError::Upstream(_)) => return Ok(false),
     };
-    if negotiate(&session.req_header().headers, manifest.content_type()) == Negotiation::Bypass {
-        return Ok(false);
-    }
-    let method = session.req_header().method.clone();
-    let cache_hit = !fetched.load(Ordering::Relaxed);
-    if let Some(e) = super::policy::pull(
-        proxy,
-        ctx,
-        &method,
-        manifest.content_type(),
-        manifest.digest(),
-        manifest.body(),
-        cache_hit,
-    )
-    .await
-    {
-        respond::oci_error(session, ctx, &e).await?;
-        return Ok(true);
-    }
     let result = if stale {
         "stale"
     } else if fetched.load(Ordering::Relaxed) {
@@ -173,6 +163,38 @@ pub async fn try_serve(
     } else {
         "hit"
     };
+    answer(proxy, session, ctx, &manifest, result).await
+}
+
+/// Answers with `manifest` (`result`: `hit`, `miss` or `stale`) unless the client's
+/// `Accept` rules it out (`Ok(false)`: proxy it) or a pull policy denies it.
+async fn answer(
+    proxy: &MargoProxy,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    manifest: &CachedManifest,
+    result: &'static str,
+) -> Result<bool> {
+    if negotiate(&session.req_header().headers, manifest.content_type()) == Negotiation::Bypass {
+        return Ok(false);
+    }
+    if proxy.state.policy.is_some() {
+        let method = session.req_header().method.clone();
+        let denied = super::policy::pull(
+            proxy,
+            ctx,
+            &method,
+            manifest.content_type(),
+            manifest.digest(),
+            manifest.body(),
+            result != "miss",
+        )
+        .await;
+        if let Some(e) = denied {
+            respond::oci_error(session, ctx, &e).await?;
+            return Ok(true);
+        }
+    }
     ctx.cache_result = Some(result);
     let resp = manifest.response_head(result, ctx.request_id.header_value());
     ctx.answered_status = Some(200);

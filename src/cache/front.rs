@@ -1,0 +1,251 @@
+//! Per-thread front for tag hits: the hot path of a polling fleet.
+//!
+//! A fresh tag mapping that carries its manifest is copied into a small map owned
+//! by the worker thread. A hit there skips moka's lookup and read recording, and
+//! touches no memory another core writes: the manifest's body and header values
+//! are this thread's own copies, so the reference counts an answer bumps stay in
+//! this core's cache. On two cores, those shared counters and moka's bookkeeping
+//! cost a cache hit more than its own logic did.
+//!
+//! A front entry is served only while all of these hold, else the caller takes
+//! the normal path through moka (which refills the front):
+//! - it was filled by this very cache (tests build many caches in one process);
+//! - the invalidation epoch of its repository's stripe is the one it was filled
+//!   under: pushes and deletes bump it before and after removing moka entries;
+//! - the mapping is within its TTL (`fresh_until`, from the moka entry);
+//! - it was confirmed in moka less than [`CONFIRM_EVERY`] ago. This bounds how
+//!   long a front entry can outlive a moka entry removed by any other path, and
+//!   keeps moka's recency and frequency view of hot entries current.
+//!
+//! Memory: at most [`MAX_ENTRIES`] entries and [`MAX_BYTES`] of manifest bodies
+//! per worker thread, outside the cache's `max_bytes` budget. A full front is
+//! cleared as a whole; it refills from moka within one request per hot tag.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::entry::CachedManifest;
+
+/// How long a front entry is served without looking at moka again.
+pub(crate) const CONFIRM_EVERY: Duration = Duration::from_secs(1);
+/// Entries per thread.
+pub(crate) const MAX_ENTRIES: usize = 256;
+/// Manifest bytes per thread.
+pub(crate) const MAX_BYTES: usize = 4 << 20;
+/// Larger manifests are not copied into the front.
+pub(crate) const MAX_MANIFEST: usize = 256 << 10;
+
+/// Which cache, repository stripe and invalidation epoch an entry was filled under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stamp {
+    pub(crate) cache: u64,
+    pub(crate) stripe: usize,
+    pub(crate) epoch: u64,
+}
+
+struct Entry {
+    manifest: Arc<CachedManifest>,
+    stamp: Stamp,
+    fresh_until: Instant,
+    confirmed: Instant,
+}
+
+#[derive(Default)]
+struct Front {
+    /// Reused to build lookup keys without allocating.
+    key: String,
+    map: HashMap<Box<str>, Entry, ahash::RandomState>,
+    bytes: usize,
+}
+
+impl Front {
+    fn set_key(&mut self, upstream: &str, repository: &str, tag: &str) {
+        self.key.clear();
+        // NUL cannot occur in upstream names, repository names or tags.
+        for part in [upstream, "\0", repository, "\0", tag] {
+            self.key.push_str(part);
+        }
+    }
+}
+
+thread_local! {
+    static FRONT: RefCell<Front> = RefCell::new(Front::default());
+}
+
+/// The manifest a tag points at, if this thread's front holds a servable entry.
+/// `current` says whether a stamp's epoch is still the cache's.
+pub(crate) fn get(
+    cache: u64,
+    upstream: &str,
+    repository: &str,
+    tag: &str,
+    now: Instant,
+    current: impl Fn(&Stamp) -> bool,
+) -> Option<Arc<CachedManifest>> {
+    FRONT.with(|front| {
+        let mut front = front.try_borrow_mut().ok()?;
+        front.set_key(upstream, repository, tag);
+        let front = &mut *front;
+        let entry = front.map.get(front.key.as_str())?;
+        let servable = entry.stamp.cache == cache
+            && now < entry.fresh_until
+            && now.saturating_duration_since(entry.confirmed) < CONFIRM_EVERY
+            && current(&entry.stamp);
+        if servable {
+            return Some(Arc::clone(&entry.manifest));
+        }
+        if let Some(gone) = front.map.remove(front.key.as_str()) {
+            front.bytes = front.bytes.saturating_sub(gone.manifest.body().len());
+        }
+        None
+    })
+}
+
+/// Copies a fresh mapping's manifest into this thread's front.
+pub(crate) fn put(
+    upstream: &str,
+    repository: &str,
+    tag: &str,
+    manifest: &CachedManifest,
+    stamp: Stamp,
+    fresh_until: Instant,
+    now: Instant,
+) {
+    let size = manifest.body().len();
+    if size > MAX_MANIFEST {
+        return;
+    }
+    FRONT.with(|front| {
+        let Ok(mut front) = front.try_borrow_mut() else {
+            return;
+        };
+        front.set_key(upstream, repository, tag);
+        let front = &mut *front;
+        if let Some(old) = front.map.remove(front.key.as_str()) {
+            front.bytes = front.bytes.saturating_sub(old.manifest.body().len());
+        }
+        if front.map.len() >= MAX_ENTRIES || front.bytes + size > MAX_BYTES {
+            front.map.clear();
+            front.bytes = 0;
+        }
+        front.bytes += size;
+        front.map.insert(
+            front.key.as_str().into(),
+            Entry {
+                manifest: Arc::new(manifest.thread_copy()),
+                stamp,
+                fresh_until,
+                confirmed: now,
+            },
+        );
+    });
+}
+
+/// Entries and manifest bytes in this thread's front (for tests).
+#[cfg(test)]
+pub(crate) fn usage() -> (usize, usize) {
+    FRONT.with(|f| {
+        let f = f.borrow();
+        (f.map.len(), f.bytes)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::accept::OCI_MANIFEST;
+    use crate::cache::digest::sha256_digest;
+    use bytes::Bytes;
+    use http::{header::CONTENT_TYPE, HeaderMap, HeaderValue};
+
+    fn manifest(body: Vec<u8>) -> CachedManifest {
+        let body = Bytes::from(body);
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(OCI_MANIFEST));
+        CachedManifest::from_upstream(&sha256_digest(&body), body, &h).expect("valid")
+    }
+
+    const STAMP: Stamp = Stamp {
+        cache: 7,
+        stripe: 3,
+        epoch: 1,
+    };
+
+    fn fill(tag: &str, m: &CachedManifest, now: Instant) {
+        put(
+            "up",
+            "repo",
+            tag,
+            m,
+            STAMP,
+            now + Duration::from_secs(30),
+            now,
+        );
+    }
+
+    // Each #[test] runs on its own thread, so each starts with an empty front.
+
+    #[test]
+    fn serves_a_private_copy_while_every_check_holds() {
+        let now = Instant::now();
+        let m = manifest(b"{\"a\":1}".to_vec());
+        fill("v1", &m, now);
+        let got = get(7, "up", "repo", "v1", now, |_| true).expect("front hit");
+        assert_eq!(got.body(), m.body());
+        assert_eq!(got.digest(), m.digest());
+        assert_eq!(got.headers(), m.headers());
+        assert_ne!(
+            got.body().as_ptr(),
+            m.body().as_ptr(),
+            "the front holds this thread's own copy"
+        );
+        assert!(get(7, "up", "repo", "v2", now, |_| true).is_none());
+        assert!(get(7, "up", "other", "v1", now, |_| true).is_none());
+    }
+
+    #[test]
+    fn refuses_other_caches_moved_epochs_expired_and_unconfirmed_entries() {
+        let now = Instant::now();
+        let m = manifest(b"{}".to_vec());
+        let cases: [(u64, Instant, bool); 4] = [
+            (8, now, true),                           // another cache
+            (7, now, false),                          // epoch moved
+            (7, now + Duration::from_secs(31), true), // past the TTL
+            (7, now + CONFIRM_EVERY, true),           // not confirmed lately
+        ];
+        for (cache, at, epoch_current) in cases {
+            fill("t", &m, now);
+            assert!(get(cache, "up", "repo", "t", at, |_| epoch_current).is_none());
+        }
+        // A refused entry is dropped, not kept for later.
+        fill("t", &m, now);
+        assert!(get(7, "up", "repo", "t", now, |_| false).is_none());
+        assert!(get(7, "up", "repo", "t", now, |_| true).is_none());
+        assert_eq!(usage(), (0, 0));
+    }
+
+    #[test]
+    fn stays_within_its_entry_and_byte_bounds() {
+        let now = Instant::now();
+        let small = manifest(vec![b' '; 10]);
+        for i in 0..(MAX_ENTRIES * 3) {
+            fill(&format!("t{i}"), &small, now);
+            assert!(usage().0 <= MAX_ENTRIES);
+        }
+        let big = manifest(vec![b' '; MAX_MANIFEST]);
+        for i in 0..(MAX_BYTES / MAX_MANIFEST * 3) {
+            fill(&format!("b{i}"), &big, now);
+            assert!(usage().1 <= MAX_BYTES);
+        }
+        let huge = manifest(vec![b' '; MAX_MANIFEST + 1]);
+        fill("huge", &huge, now);
+        assert!(get(7, "up", "repo", "huge", now, |_| true).is_none());
+        // Replacing an entry does not count its bytes twice.
+        fill("same", &small, now);
+        let before = usage().1;
+        fill("same", &small, now);
+        assert_eq!(usage().1, before);
+    }
+}
