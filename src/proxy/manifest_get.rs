@@ -53,7 +53,7 @@ pub async fn try_serve(
     // A client that brings its own upstream credentials (no proxy account, no proxy
     // auth) may see things others may not: never answer it from, or fill, the shared
     // cache. With proxy auth on, authorization already ran for this request.
-    if proxy.forwards_client_credentials(&upstream)
+    if proxy.forwards_client_credentials(upstream)
         && session
             .req_header()
             .headers
@@ -89,7 +89,7 @@ pub async fn try_serve(
             let k = key.tag(tag.as_str());
             // The probe (an upstream HEAD) is built only when the mapping needs it.
             let resolved = cache
-                .resolve_tag(&k, |_| probe_tag(&upstream, name, tag, auth.clone()))
+                .resolve_tag(&k, |_| probe_tag(upstream, name, tag, auth.clone()))
                 .await;
             tag_key = Some(k);
             match resolved {
