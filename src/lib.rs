@@ -12,7 +12,8 @@
 //! - [`cache`]: the in-memory manifest cache (moka) that spares the upstream;
 //! - [`metrics`]: Prometheus metric families, rendered on the admin listener;
 //! - [`admin`]: health, readiness and metrics on their own listener;
-//! - [`server`]: turning a config into running Pingora services.
+//! - [`server`]: turning a config into running Pingora services;
+//! - [`shard`]: per-thread counter shards for what every request counts.
 
 pub mod admin;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod oci;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod shard;
 pub mod upstream;
 
 /// Selects the process-wide rustls crypto provider (ring, the one Pingora uses) so that

@@ -376,8 +376,8 @@ impl ManifestCache {
             },
         )?;
         // As on the moka path with an attached manifest: tag and digest both hit.
-        bump(&self.counters.hits);
-        bump(&self.counters.hits);
+        self.counters.hits.bump();
+        self.counters.hits.bump();
         Some(hit)
     }
 
@@ -387,7 +387,7 @@ impl ManifestCache {
     pub async fn get_manifest(&self, key: &DigestKey) -> Lookup {
         match self.inner.get(&Key::Digest(key.clone())).await {
             Some(Value::Manifest(m)) => {
-                bump(&self.counters.hits);
+                self.counters.hits.bump();
                 Lookup::Hit(m)
             }
             Some(Value::NotFound) => {
@@ -576,7 +576,7 @@ impl ManifestCache {
         let value = self.inner.get(&Key::Tag(key.clone())).await;
         let lookup = self.tag_lookup(value, Instant::now());
         match &lookup {
-            TagLookup::Fresh(_) => bump(&self.counters.hits),
+            TagLookup::Fresh(_) => self.counters.hits.bump(),
             TagLookup::NotFound => bump(&self.counters.negative_hits),
             TagLookup::ServeStale(_) => bump(&self.counters.stale_serves),
             TagLookup::Revalidate(_) | TagLookup::Miss => {}
@@ -653,10 +653,10 @@ impl ManifestCache {
         let now = Instant::now();
         match self.tag_lookup(value, now) {
             TagLookup::Fresh(digest) => {
-                bump(&self.counters.hits);
+                self.counters.hits.bump();
                 if attached.is_some() {
                     // The digest lookup this saves would have been a hit too.
-                    bump(&self.counters.hits);
+                    self.counters.hits.bump();
                 }
                 let fresh_until = fetched_at.and_then(|at| at.checked_add(self.policy.ttl));
                 if let (Some(m), Some(fresh_until)) = (&attached, fresh_until) {

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) hits: AtomicU64,
+    /// Bumped by every hit, from every worker thread: sharded.
+    pub(crate) hits: crate::shard::Counter,
     pub(crate) misses: AtomicU64,
     pub(crate) coalesced: AtomicU64,
     pub(crate) negative_hits: AtomicU64,
@@ -58,7 +59,7 @@ impl Counters {
     pub(crate) fn snapshot(&self, entries: u64, weighted_bytes: u64) -> CacheStats {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CacheStats {
-            hits: get(&self.hits),
+            hits: self.hits.get(),
             misses: get(&self.misses),
             coalesced: get(&self.coalesced),
             negative_hits: get(&self.negative_hits),

@@ -12,15 +12,17 @@
 //! cannot create hundreds of series.
 
 pub mod dashboard;
+mod local;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use prometheus::core::Collector;
+use prometheus::local::{LocalHistogram, LocalIntCounter};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -206,6 +208,7 @@ pub struct Metrics {
     /// Per-operation series, resolved on first use: `with_label_values` hashes
     /// labels and takes a lock on every call, which showed on cache hits.
     per_operation: Vec<OperationSeries>,
+    shards: local::Shards,
     request_duration: HistogramVec,
     upstream_duration: HistogramVec,
     received_bytes: IntCounterVec,
@@ -397,6 +400,7 @@ impl Metrics {
             per_operation: (0..=OPERATIONS.len())
                 .map(|_| OperationSeries::default())
                 .collect(),
+            shards: local::Shards::new(OPERATIONS.len() + 1),
             registry: b.registry,
             families: b.families,
             repository_allow: config.repository_labels.iter().cloned().collect(),
@@ -453,7 +457,8 @@ impl Metrics {
         }
     }
 
-    /// Records one finished request.
+    /// Records one finished request. The series every request touches are
+    /// counted in this thread's shard (see [`local`]); rarer ones directly.
     pub fn observe_request(&self, r: &RequestRecord<'_>) {
         let op = normalize_operation(r.operation);
         let method = normalize_method(r.method);
@@ -461,56 +466,90 @@ impl Metrics {
             .iter()
             .position(|o| *o == op)
             .unwrap_or(OPERATIONS.len());
-        let series = self.per_operation.get(index);
-        let count = |cell: Option<&std::sync::OnceLock<prometheus::IntCounter>>| match cell {
-            Some(cell) => cell
-                .get_or_init(|| self.requests.with_label_values(&[op, method, "200"]))
-                .inc(),
-            None => self
+        let Some(series) = self.per_operation.get(index) else {
+            return;
+        };
+        let listed_repository = r
+            .repository
+            .filter(|_| !self.repository_allow.is_empty())
+            .map(|repo| self.repository_label(repo))
+            .filter(|label| *label != OTHER);
+        let mut shard = self.shards.mine();
+        let Some(local) = shard.get_mut(index) else {
+            return;
+        };
+        let counter = |slot: &mut Option<LocalIntCounter>,
+                       shared: &OnceLock<IntCounter>,
+                       make: &dyn Fn() -> IntCounter| {
+            slot.get_or_insert_with(|| shared.get_or_init(make).local())
+                .inc_by(1);
+        };
+        match (r.status, method) {
+            (200, "GET") => counter(&mut local.get_ok, &series.get_ok, &|| {
+                self.requests.with_label_values(&[op, "GET", "200"])
+            }),
+            (200, "HEAD") => counter(&mut local.head_ok, &series.head_ok, &|| {
+                self.requests.with_label_values(&[op, "HEAD", "200"])
+            }),
+            _ => self
                 .requests
                 .with_label_values(&[op, method, status_label(r.status)])
                 .inc(),
-        };
-        match (r.status, method) {
-            (200, "GET") => count(series.map(|s| &s.get_ok)),
-            (200, "HEAD") => count(series.map(|s| &s.head_ok)),
-            _ => count(None),
         }
-        let Some(series) = series else {
-            return;
+        let histogram = |slot: &mut Option<LocalHistogram>,
+                         shared: &OnceLock<Histogram>,
+                         vec: &HistogramVec,
+                         value: Duration| {
+            slot.get_or_insert_with(|| shared.get_or_init(|| vec.with_label_values(&[op])).local())
+                .observe(value.as_secs_f64());
         };
-        let one = |vec: &HistogramVec| vec.with_label_values(&[op]);
-        series
-            .duration
-            .get_or_init(|| one(&self.request_duration))
-            .observe(r.duration.as_secs_f64());
+        histogram(
+            &mut local.duration,
+            &series.duration,
+            &self.request_duration,
+            r.duration,
+        );
         if let Some(up) = r.upstream_duration {
-            series
-                .upstream
-                .get_or_init(|| one(&self.upstream_duration))
-                .observe(up.as_secs_f64());
+            histogram(
+                &mut local.upstream,
+                &series.upstream,
+                &self.upstream_duration,
+                up,
+            );
         }
-        if r.bytes_received > 0 {
-            series
-                .received
-                .get_or_init(|| self.received_bytes.with_label_values(&[op]))
-                .inc_by(r.bytes_received);
-        }
-        if r.bytes_sent > 0 {
-            series
-                .sent
-                .get_or_init(|| self.sent_bytes.with_label_values(&[op]))
-                .inc_by(r.bytes_sent);
-        }
-        match r.repository.map(|repo| self.repository_label(repo)) {
-            Some(repo) if repo != OTHER => self
+        let bytes = |slot: &mut Option<LocalIntCounter>,
+                     shared: &OnceLock<IntCounter>,
+                     vec: &IntCounterVec,
+                     n: u64| {
+            if n > 0 {
+                slot.get_or_insert_with(|| {
+                    shared.get_or_init(|| vec.with_label_values(&[op])).local()
+                })
+                .inc_by(n);
+            }
+        };
+        bytes(
+            &mut local.received,
+            &series.received,
+            &self.received_bytes,
+            r.bytes_received,
+        );
+        bytes(
+            &mut local.sent,
+            &series.sent,
+            &self.sent_bytes,
+            r.bytes_sent,
+        );
+        match listed_repository {
+            Some(repo) => self
                 .repository_requests
                 .with_label_values(&[repo, op])
                 .inc(),
-            _ => series
-                .other_repository
-                .get_or_init(|| self.repository_requests.with_label_values(&[OTHER, op]))
-                .inc(),
+            None => counter(
+                &mut local.other_repository,
+                &series.other_repository,
+                &|| self.repository_requests.with_label_values(&[OTHER, op]),
+            ),
         }
     }
 
@@ -618,6 +657,7 @@ impl Metrics {
     /// series yet still get their `# HELP`/`# TYPE` lines, so a scraper (and
     /// the dashboard check) sees every family from the first scrape.
     pub fn encode(&self) -> Result<String, MetricsError> {
+        self.shards.flush();
         let gathered = self.registry.gather();
         let mut buf = Vec::with_capacity(16 * 1024);
         TextEncoder::new().encode(&gathered, &mut buf)?;

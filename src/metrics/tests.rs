@@ -204,3 +204,62 @@ fn buckets_are_sorted_and_span_sub_ms_to_a_minute() {
     const { assert!(LATENCY_BUCKETS[0] < 0.001) };
     const { assert!(LATENCY_BUCKETS[LATENCY_BUCKETS.len() - 1] >= 60.0) };
 }
+
+#[test]
+fn counts_from_every_worker_thread_are_exact_at_each_scrape() {
+    let m = std::sync::Arc::new(metrics());
+    let observe = |m: &Metrics, method: &http::Method| {
+        m.observe_request(&RequestRecord {
+            operation: "manifest_get",
+            method,
+            status: 200,
+            duration: Duration::from_micros(80),
+            upstream_duration: None,
+            bytes_received: 0,
+            bytes_sent: 10,
+            repository: Some("apps/other"),
+        })
+    };
+    let round = |threads: usize| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let m = std::sync::Arc::clone(&m);
+                std::thread::spawn(move || {
+                    (0..500).for_each(|_| observe(&m, &http::Method::GET));
+                    observe(&m, &http::Method::HEAD);
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("worker");
+        }
+    };
+    let value = |text: &str, series: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    };
+    // More threads than shards, so some share one; then a second round on top.
+    round(crate::shard::SHARDS + 4);
+    let first = m.encode().expect("encodes");
+    let n = (crate::shard::SHARDS + 4) as u64;
+    let get = r#"margo_proxy_requests_total{method="GET",operation="manifest_get",status="200"}"#;
+    let head = r#"margo_proxy_requests_total{method="HEAD",operation="manifest_get",status="200"}"#;
+    assert_eq!(value(&first, get), n * 500);
+    assert_eq!(value(&first, head), n);
+    let count = r#"margo_proxy_request_duration_seconds_count{operation="manifest_get"}"#;
+    let fast =
+        r#"margo_proxy_request_duration_seconds_bucket{operation="manifest_get",le="0.0001"}"#;
+    assert_eq!(value(&first, count), n * 501);
+    assert_eq!(value(&first, fast), n * 501);
+    let sent = r#"margo_proxy_sent_bytes_total{operation="manifest_get"}"#;
+    assert_eq!(value(&first, sent), n * 501 * 10);
+    let other =
+        r#"margo_proxy_repository_requests_total{operation="manifest_get",repository="other"}"#;
+    assert_eq!(value(&first, other), n * 501);
+
+    round(2);
+    let second = m.encode().expect("encodes");
+    assert_eq!(value(&second, get), (n + 2) * 500);
+    assert_eq!(value(&second, count), (n + 2) * 501);
+}
