@@ -25,12 +25,16 @@ pub fn init(cfg: &LogConfig) {
 
 /// One event per request, target `margo_proxy::access`. Never logs credentials: only the
 /// fields listed here are read from the request.
-pub fn access(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u16) {
+/// `total` is the request's duration, measured once by the caller for log and metrics.
+pub fn access(
+    session: &Session,
+    e: Option<&Error>,
+    ctx: &RequestCtx,
+    status: u16,
+    total: std::time::Duration,
+) {
     let req = session.req_header();
-    let total_ms = ctx.started.elapsed().as_secs_f64() * 1000.0;
-    let upstream_ms = ctx.upstream_elapsed.map(|d| d.as_secs_f64() * 1000.0);
-    let bytes_out = session.body_bytes_sent();
-    let bytes_in = session.body_bytes_read();
+    // Field values are computed only when the event is enabled.
     tracing::info!(
         target: "margo_proxy::access",
         request_id = %ctx.request_id,
@@ -39,10 +43,10 @@ pub fn access(session: &Session, e: Option<&Error>, ctx: &RequestCtx, status: u1
         repository = ctx.repository().unwrap_or(""),
         reference = ctx.reference().unwrap_or_default(),
         status,
-        bytes_in,
-        bytes_out,
-        total_ms,
-        upstream_ms = upstream_ms.unwrap_or(0.0),
+        bytes_in = session.body_bytes_read(),
+        bytes_out = session.body_bytes_sent(),
+        total_ms = total.as_secs_f64() * 1000.0,
+        upstream_ms = ctx.upstream_elapsed.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
         cache = ctx.cache_result.unwrap_or("none"),
         refusal = ctx.refusal.as_deref().unwrap_or(""),
         error = e.map(|e| e.to_string()).unwrap_or_default(),

@@ -14,8 +14,9 @@ pub struct RequestCtx {
     pub operation: &'static str,
     pub route: Option<OciRoute>,
     pub forward: Option<Forward>,
-    /// The `Host` the client used (for `X-Forwarded-Host` and URL rewriting).
-    pub client_host: Option<String>,
+    /// The `Host` the client used (for `X-Forwarded-Host` and URL rewriting); a
+    /// header value, so keeping it costs no allocation on requests that never use it.
+    pub client_host: Option<HeaderValue>,
     /// `https` when the client came in over TLS.
     pub client_tls: bool,
     /// Replacement `Authorization` for the upstream (the proxy's own credentials).
@@ -65,13 +66,18 @@ impl RequestCtx {
     /// configured public URL, else scheme and `Host` as the client used them.
     /// Built only when a URL is rewritten, not on every request.
     pub fn public_base(&self, configured: Option<&str>) -> String {
-        match (configured, &self.client_host) {
+        match (configured, self.client_host()) {
             (Some(u), _) => u.to_owned(),
             (None, Some(h)) => {
                 format!("{}://{h}", if self.client_tls { "https" } else { "http" })
             }
             (None, None) => String::new(),
         }
+    }
+
+    /// The client's `Host`, if it is text.
+    pub fn client_host(&self) -> Option<&str> {
+        self.client_host.as_ref().and_then(|h| h.to_str().ok())
     }
 
     pub fn repository(&self) -> Option<&str> {

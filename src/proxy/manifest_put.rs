@@ -59,7 +59,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         out = out.header(http::header::CONTENT_TYPE, ct.clone());
     }
     if let Some(h) = &ctx.client_host {
-        out = out.header("X-Forwarded-Host", h.as_str());
+        out = out.header("X-Forwarded-Host", h.clone());
     }
     if let Some(ip) = session
         .client_addr()
@@ -106,7 +106,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
     let public_base = ctx.public_base(proxy.state.public_url.as_deref());
     let rw = UrlRewrite {
         upstream: &upstream.base,
-        client_host: ctx.client_host.as_deref(),
+        client_host: ctx.client_host(),
         public_base: &public_base,
         upstream_name: fwd.matched.as_ref().map(|m| m.upstream_name.as_str()),
         client_name: ctx.repository(),

@@ -294,13 +294,14 @@ impl ProxyHttp for MargoProxy {
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .is_some();
-        ctx.client_host = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .or_else(|| session.req_header().uri.authority().map(|a| a.as_str()))
-            .map(str::to_owned);
+        let req = session.req_header();
+        ctx.client_host = match req.headers.get(http::header::HOST) {
+            Some(host) if host.to_str().is_ok() => Some(host.clone()),
+            _ => req
+                .uri
+                .authority()
+                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()),
+        };
         if access::token_endpoint(self, session, ctx).await? {
             return Ok(true);
         }
@@ -529,7 +530,8 @@ impl ProxyHttp for MargoProxy {
             .map(|r| r.status.as_u16())
             .or(ctx.answered_status)
             .unwrap_or(0);
-        crate::logging::access(session, e, ctx, status);
+        let duration = ctx.started.elapsed();
+        crate::logging::access(session, e, ctx, status, duration);
         let upstream_repo = ctx
             .forward
             .as_ref()
@@ -539,7 +541,7 @@ impl ProxyHttp for MargoProxy {
             operation: ctx.operation,
             method: &session.req_header().method,
             status,
-            duration: ctx.started.elapsed(),
+            duration,
             upstream_duration: ctx.upstream_elapsed,
             bytes_received: session.body_bytes_read() as u64,
             bytes_sent: session.body_bytes_sent() as u64,

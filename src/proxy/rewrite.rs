@@ -35,7 +35,7 @@ pub fn forwarded_headers(
         if ctx.client_tls { "https" } else { "http" },
     )?;
     if let Some(h) = &ctx.client_host {
-        req.insert_header("X-Forwarded-Host", h.as_str())?;
+        req.insert_header("X-Forwarded-Host", h.clone())?;
     }
     req.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
     Ok(())
@@ -59,7 +59,7 @@ pub fn response_urls(
     let client_name = ctx.repository();
     let rw = UrlRewrite {
         upstream: &upstream.base,
-        client_host: ctx.client_host.as_deref(),
+        client_host: ctx.client_host(),
         public_base: &public_base,
         upstream_name: matched.map(|m| m.upstream_name.as_str()),
         client_name,
