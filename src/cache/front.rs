@@ -1,7 +1,9 @@
-//! Per-thread front for tag hits: the hot path of a polling fleet.
+//! Per-thread front for cache hits: the hot path of a polling fleet.
 //!
-//! A fresh tag mapping that carries its manifest is copied into a small map owned
-//! by the worker thread. A hit there skips moka's lookup and read recording, and
+//! A manifest found by digest, or through a fresh tag mapping that carries it, is
+//! copied into a small map owned by the worker thread, keyed by the reference
+//! the client used (tags cannot contain `:`, digests always do, so the two never
+//! collide). A hit there skips moka's lookup and read recording, and
 //! touches no memory another core writes: the manifest's body and header values
 //! are this thread's own copies, so the reference counts an answer bumps stay in
 //! this core's cache. On two cores, those shared counters and moka's bookkeeping
@@ -12,7 +14,8 @@
 //! - it was filled by this very cache (tests build many caches in one process);
 //! - the invalidation epoch of its repository's stripe is the one it was filled
 //!   under: pushes and deletes bump it before and after removing moka entries;
-//! - the mapping is within its TTL (`fresh_until`, from the moka entry);
+//! - for a tag, the mapping is within its TTL (`fresh_until`, from the moka
+//!   entry; manifests by digest are immutable);
 //! - it was confirmed in moka less than [`CONFIRM_EVERY`] ago. This bounds how
 //!   long a front entry can outlive a moka entry removed by any other path, and
 //!   keeps moka's recency and frequency view of hot entries current.
@@ -45,10 +48,18 @@ pub(crate) struct Stamp {
     pub(crate) epoch: u64,
 }
 
+/// A servable front entry.
+pub(crate) struct Hit {
+    pub(crate) manifest: Arc<CachedManifest>,
+    /// Found through a tag mapping (else by digest).
+    pub(crate) by_tag: bool,
+}
+
 struct Entry {
     manifest: Arc<CachedManifest>,
     stamp: Stamp,
-    fresh_until: Instant,
+    /// `None` for a manifest by digest.
+    fresh_until: Option<Instant>,
     confirmed: Instant,
 }
 
@@ -61,10 +72,10 @@ struct Front {
 }
 
 impl Front {
-    fn set_key(&mut self, upstream: &str, repository: &str, tag: &str) {
+    fn set_key(&mut self, upstream: &str, repository: &str, reference: &[&str]) {
         self.key.clear();
-        // NUL cannot occur in upstream names, repository names or tags.
-        for part in [upstream, "\0", repository, "\0", tag] {
+        // NUL cannot occur in upstream names, repository names, tags or digests.
+        for part in [upstream, "\0", repository, "\0"].iter().chain(reference) {
             self.key.push_str(part);
         }
     }
@@ -74,27 +85,31 @@ thread_local! {
     static FRONT: RefCell<Front> = RefCell::new(Front::default());
 }
 
-/// The manifest a tag points at, if this thread's front holds a servable entry.
-/// `current` says whether a stamp's epoch is still the cache's.
+/// The manifest a reference (a tag, or a digest in parts that concatenate to it)
+/// names, if this thread's front holds a servable entry. `current` says whether a
+/// stamp's epoch is still the cache's.
 pub(crate) fn get(
     cache: u64,
     upstream: &str,
     repository: &str,
-    tag: &str,
+    reference: &[&str],
     now: Instant,
     current: impl Fn(&Stamp) -> bool,
-) -> Option<Arc<CachedManifest>> {
+) -> Option<Hit> {
     FRONT.with(|front| {
         let mut front = front.try_borrow_mut().ok()?;
-        front.set_key(upstream, repository, tag);
+        front.set_key(upstream, repository, reference);
         let front = &mut *front;
         let entry = front.map.get(front.key.as_str())?;
         let servable = entry.stamp.cache == cache
-            && now < entry.fresh_until
+            && entry.fresh_until.is_none_or(|until| now < until)
             && now.saturating_duration_since(entry.confirmed) < CONFIRM_EVERY
             && current(&entry.stamp);
         if servable {
-            return Some(Arc::clone(&entry.manifest));
+            return Some(Hit {
+                manifest: Arc::clone(&entry.manifest),
+                by_tag: entry.fresh_until.is_some(),
+            });
         }
         if let Some(gone) = front.map.remove(front.key.as_str()) {
             front.bytes = front.bytes.saturating_sub(gone.manifest.body().len());
@@ -103,14 +118,15 @@ pub(crate) fn get(
     })
 }
 
-/// Copies a fresh mapping's manifest into this thread's front.
+/// Copies a manifest into this thread's front, under the reference that found it
+/// (`fresh_until`: the tag mapping's TTL end; `None` for a digest).
 pub(crate) fn put(
     upstream: &str,
     repository: &str,
-    tag: &str,
+    reference: &str,
     manifest: &CachedManifest,
     stamp: Stamp,
-    fresh_until: Instant,
+    fresh_until: Option<Instant>,
     now: Instant,
 ) {
     let size = manifest.body().len();
@@ -121,7 +137,7 @@ pub(crate) fn put(
         let Ok(mut front) = front.try_borrow_mut() else {
             return;
         };
-        front.set_key(upstream, repository, tag);
+        front.set_key(upstream, repository, &[reference]);
         let front = &mut *front;
         if let Some(old) = front.map.remove(front.key.as_str()) {
             front.bytes = front.bytes.saturating_sub(old.manifest.body().len());
@@ -174,15 +190,18 @@ mod tests {
     };
 
     fn fill(tag: &str, m: &CachedManifest, now: Instant) {
-        put(
-            "up",
-            "repo",
-            tag,
-            m,
-            STAMP,
-            now + Duration::from_secs(30),
-            now,
-        );
+        let until = Some(now + Duration::from_secs(30));
+        put("up", "repo", tag, m, STAMP, until, now);
+    }
+
+    fn get(
+        cache: u64,
+        repo: &str,
+        tag: &str,
+        at: Instant,
+        current: bool,
+    ) -> Option<Arc<CachedManifest>> {
+        super::get(cache, "up", repo, &[tag], at, |_| current).map(|h| h.manifest)
     }
 
     // Each #[test] runs on its own thread, so each starts with an empty front.
@@ -192,7 +211,7 @@ mod tests {
         let now = Instant::now();
         let m = manifest(b"{\"a\":1}".to_vec());
         fill("v1", &m, now);
-        let got = get(7, "up", "repo", "v1", now, |_| true).expect("front hit");
+        let got = get(7, "repo", "v1", now, true).expect("front hit");
         assert_eq!(got.body(), m.body());
         assert_eq!(got.digest(), m.digest());
         assert_eq!(got.headers(), m.headers());
@@ -201,8 +220,20 @@ mod tests {
             m.body().as_ptr(),
             "the front holds this thread's own copy"
         );
-        assert!(get(7, "up", "repo", "v2", now, |_| true).is_none());
-        assert!(get(7, "up", "other", "v1", now, |_| true).is_none());
+        assert!(get(7, "repo", "v2", now, true).is_none());
+        assert!(get(7, "other", "v1", now, true).is_none());
+    }
+
+    #[test]
+    fn digests_are_found_by_their_parts_and_never_expire_by_time() {
+        let now = Instant::now();
+        let m = manifest(b"{}".to_vec());
+        let (algorithm, encoded) = m.digest().split_once(':').expect("digest");
+        put("up", "repo", m.digest(), &m, STAMP, None, now);
+        let later = now + Duration::from_secs(3600);
+        let at = |t| super::get(7, "up", "repo", &[algorithm, ":", encoded], t, |_| true);
+        assert!(at(now).is_some_and(|h| !h.by_tag));
+        assert!(at(later).is_none(), "still confirmed in moka every second");
     }
 
     #[test]
@@ -217,12 +248,12 @@ mod tests {
         ];
         for (cache, at, epoch_current) in cases {
             fill("t", &m, now);
-            assert!(get(cache, "up", "repo", "t", at, |_| epoch_current).is_none());
+            assert!(get(cache, "repo", "t", at, epoch_current).is_none());
         }
         // A refused entry is dropped, not kept for later.
         fill("t", &m, now);
-        assert!(get(7, "up", "repo", "t", now, |_| false).is_none());
-        assert!(get(7, "up", "repo", "t", now, |_| true).is_none());
+        assert!(get(7, "repo", "t", now, false).is_none());
+        assert!(get(7, "repo", "t", now, true).is_none());
         assert_eq!(usage(), (0, 0));
     }
 
@@ -241,7 +272,7 @@ mod tests {
         }
         let huge = manifest(vec![b' '; MAX_MANIFEST + 1]);
         fill("huge", &huge, now);
-        assert!(get(7, "up", "repo", "huge", now, |_| true).is_none());
+        assert!(get(7, "repo", "huge", now, true).is_none());
         // Replacing an entry does not count its bytes twice.
         fill("same", &small, now);
         let before = usage().1;

@@ -354,19 +354,21 @@ impl ManifestCache {
         }
     }
 
-    /// A fresh tag hit from this thread's front (see [`front`]): no moka
-    /// lookup, no key allocation. `None` means "use [`Self::resolve_tag`]".
+    /// A hit from this thread's front (see [`front`]): no moka lookup, no key
+    /// allocation. `reference` is a tag, or a digest in parts that concatenate
+    /// to it (`["sha256", ":", hex]`). `None` means "use [`Self::resolve_tag`] or
+    /// [`Self::get_or_fetch`]".
     pub fn front_hit(
         &self,
         upstream: &str,
         repository: &str,
-        tag: &str,
+        reference: &[&str],
     ) -> Option<Arc<CachedManifest>> {
         let hit = front::get(
             self.id,
             upstream,
             repository,
-            tag,
+            reference,
             Instant::now(),
             |stamp| {
                 self.ticket_valid(FetchTicket {
@@ -375,19 +377,33 @@ impl ManifestCache {
                 })
             },
         )?;
-        // As on the moka path with an attached manifest: tag and digest both hit.
+        // As on the moka path: by tag with an attached manifest, tag and digest both hit.
         self.counters.hits.bump();
-        self.counters.hits.bump();
-        Some(hit)
+        if hit.by_tag {
+            self.counters.hits.bump();
+        }
+        Some(hit.manifest)
     }
 
     // ---- digests ---------------------------------------------------------
 
     /// Looks up a manifest by digest without going upstream.
     pub async fn get_manifest(&self, key: &DigestKey) -> Lookup {
+        let stamp = self.front_stamp(key.repo());
         match self.inner.get(&Key::Digest(key.clone())).await {
             Some(Value::Manifest(m)) => {
                 self.counters.hits.bump();
+                let repo = key.repo();
+                let now = Instant::now();
+                front::put(
+                    repo.upstream(),
+                    repo.repository(),
+                    key.digest(),
+                    &m,
+                    stamp,
+                    None,
+                    now,
+                );
                 Lookup::Hit(m)
             }
             Some(Value::NotFound) => {
@@ -659,7 +675,7 @@ impl ManifestCache {
                     self.counters.hits.bump();
                 }
                 let fresh_until = fetched_at.and_then(|at| at.checked_add(self.policy.ttl));
-                if let (Some(m), Some(fresh_until)) = (&attached, fresh_until) {
+                if let (Some(m), Some(until)) = (&attached, fresh_until) {
                     let repo = key.repo();
                     front::put(
                         repo.upstream(),
@@ -667,7 +683,7 @@ impl ManifestCache {
                         key.tag(),
                         m,
                         stamp,
-                        fresh_until,
+                        Some(until),
                         now,
                     );
                 }

@@ -716,7 +716,7 @@ async fn the_thread_front_serves_fresh_tags_and_forgets_them_at_once() {
     let (d1, body, headers) = manifest("front");
     let calls = AtomicUsize::new(0);
     let found = |d: String| move |_: Option<Arc<str>>| async move { TagProbe::<Boom>::Found(d) };
-    let front = |c: &ManifestCache| c.front_hit("hub", "apps/web", "v1");
+    let front = |c: &ManifestCache| c.front_hit("hub", "apps/web", &["v1"]);
     // Serve once through the tag (attach), then once more: that fills the front.
     let warm = |c: Arc<ManifestCache>| {
         let (tag, found, d1, calls) = (tag.clone(), found(d1.clone()), d1.clone(), &calls);
@@ -751,7 +751,7 @@ async fn the_thread_front_serves_fresh_tags_and_forgets_them_at_once() {
         front(&cache(&config())).is_none(),
         "another cache's entries are not served"
     );
-    assert!(c.front_hit("hub", "apps/web", "v2").is_none());
+    assert!(c.front_hit("hub", "apps/web", &["v2"]).is_none());
 
     // A push of the tag through the proxy voids it at once.
     c.on_manifest_put(&r, "v1").await;
@@ -768,4 +768,33 @@ async fn the_thread_front_serves_fresh_tags_and_forgets_them_at_once() {
     assert!(front(&c).is_some());
     tokio::time::sleep(Duration::from_millis(350)).await;
     assert!(front(&c).is_none());
+}
+
+#[tokio::test]
+async fn the_thread_front_serves_digests_until_they_are_deleted() {
+    let c = cache(&config());
+    let r = repo();
+    let (d, body, headers) = manifest("front-digest");
+    let key = r.digest(d.as_str());
+    let (algorithm, encoded) = d.split_once(':').expect("digest");
+    let parts = [algorithm, ":", encoded];
+    let calls = AtomicUsize::new(0);
+    let get = || c.get_or_fetch(&key, || fetch_ok(&calls, body.clone(), headers.clone()));
+
+    get().await.expect("miss");
+    assert!(
+        c.front_hit("hub", "apps/web", &parts).is_none(),
+        "a miss fills nothing"
+    );
+    get().await.expect("hit");
+    let before = c.stats().hits;
+    let hit = c.front_hit("hub", "apps/web", &parts).expect("front hit");
+    assert_eq!((hit.digest(), hit.body()), (d.as_str(), &body));
+    assert_eq!(c.stats().hits, before + 1);
+    assert!(c.front_hit("hub", "apps/other", &parts).is_none());
+    assert!(c.front_hit("mirror", "apps/web", &parts).is_none());
+
+    c.on_manifest_delete(&r, &d).await;
+    assert!(c.front_hit("hub", "apps/web", &parts).is_none());
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
 }

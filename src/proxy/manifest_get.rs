@@ -66,8 +66,15 @@ pub async fn try_serve(
     else {
         return Ok(false);
     };
-    if let (Reference::Tag(tag), Some(matched)) = (reference, fwd.matched.as_ref()) {
-        let hot = cache.front_hit(&upstream.name, matched.upstream_name.as_str(), tag.as_str());
+    if let Some(matched) = fwd.matched.as_ref() {
+        let name = matched.upstream_name.as_str();
+        let hot = match reference {
+            Reference::Tag(tag) => cache.front_hit(&upstream.name, name, &[tag.as_str()]),
+            Reference::Digest(d) => {
+                let parts = [d.algorithm().as_str(), ":", d.encoded()];
+                cache.front_hit(&upstream.name, name, &parts)
+            }
+        };
         if let Some(manifest) = hot {
             return answer(proxy, session, ctx, &manifest, "hit").await;
         }
