@@ -222,6 +222,36 @@ fn digest_mismatch_from_a_lying_upstream_is_refused_and_not_cached() {
 }
 
 #[test]
+fn with_policies_loaded_a_lying_upstream_cannot_pass_a_manifest_through() {
+    // Cache off, a policy that allows everything: the pull policy still reads the
+    // manifest by the digest the upstream named, finds it does not match, and refuses.
+    let (url, hits) = lying_upstream();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("allow.rego"),
+        "package margo.admission.allow\n",
+    )
+    .unwrap();
+    let proxy = Proxy::start(&format!(
+        "listeners: [{{address: \"{{listen}}\"}}]\nupstreams: [{{name: main, url: \"{url}\"}}]\ncache: {{enabled: false}}\npolicy: {{directories: [\"{}\"]}}\n",
+        dir.path().display()
+    ));
+    let r = get(
+        &http(),
+        &format!("{}/v2/liar/app/manifests/v1", proxy.url()),
+    );
+    assert_eq!(r.status(), 502);
+    let v: serde_json::Value = r.json().unwrap();
+    let message = v["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("does not match"), "{message}");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        2,
+        "passed through, then read for the policy"
+    );
+}
+
+#[test]
 fn cache_off_goes_upstream_every_time() {
     let reg = Registry::start();
     let proxy = proxy_with_cache(&reg.url(), "{enabled: false}");

@@ -216,6 +216,76 @@ fn pull_refused_with_header_on_head_and_hot_reload() {
     );
 }
 
+const QUARANTINE: &str = r#"package margo.admission.quarantine
+
+decision_points := {"pull"}
+
+deny contains msg if {
+    input.descriptor.artifactType == "application/vnd.example.quarantined"
+    msg := sprintf("%s is quarantined", [input.descriptor.digest])
+}
+"#;
+
+#[test]
+fn pull_policy_sees_the_manifest_when_the_cache_does_not_answer() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("quarantine.rego"), QUARANTINE).unwrap();
+    // No cache: every pull is passed through, and the policy must still see the body.
+    let p = Proxy::start(&format!(
+        r#"listeners: [{{address: "{{listen}}"}}]
+upstreams: [{{name: main, url: "{}"}}]
+cache: {{enabled: false}}
+policy:
+  directories: ["{}"]
+  default_mode: enforce
+"#,
+        reg.url(),
+        dir.path().display()
+    ));
+    let c = http();
+    push_blob(&c, &p.url(), "lib/app", EMPTY_CONFIG.as_bytes());
+    let bad = image_manifest(&[], Some("application/vnd.example.quarantined"));
+    let good = image_manifest(&[], Some("application/vnd.example.fine"));
+    assert_eq!(
+        put_manifest(&c, &p.url(), "lib/app", "bad", &bad).status(),
+        201
+    );
+    assert_eq!(
+        put_manifest(&c, &p.url(), "lib/app", "good", &good).status(),
+        201
+    );
+    let bad_digest = sha256(&bad);
+    let accept = "application/vnd.oci.image.manifest.v1+json";
+    let get = |reference: &str| {
+        c.get(format!("{}/v2/lib/app/manifests/{reference}", p.url()))
+            .header("Accept", accept)
+            .send()
+            .unwrap()
+    };
+
+    for reference in ["bad", bad_digest.as_str()] {
+        let r = get(reference);
+        assert_eq!(r.status(), 403, "{reference}");
+        assert!(!r.headers().contains_key("x-margo-cache"), "passed through");
+        let v: serde_json::Value = r.json().unwrap();
+        assert_eq!(v["errors"][0]["code"], "DENIED");
+        assert_eq!(
+            v["errors"][0]["message"],
+            format!("{bad_digest} is quarantined")
+        );
+    }
+    let head = c
+        .head(format!("{}/v2/lib/app/manifests/bad", p.url()))
+        .header("Accept", accept)
+        .send()
+        .unwrap();
+    assert_eq!(head.status(), 403);
+    let ok = get("good");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.bytes().unwrap().as_ref(), good.as_slice());
+}
+
 #[test]
 fn a_policy_that_does_not_compile_stops_the_start() {
     let dir = tempfile::tempdir().unwrap();

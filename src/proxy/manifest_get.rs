@@ -27,6 +27,10 @@ pub enum SideCallError {
     Status(u16),
     #[error("manifest larger than {0} bytes")]
     TooLarge(u64),
+    #[error("upstream answered a manifest that does not match {0}")]
+    Mismatch(String),
+    #[error("request was not routed")]
+    NotRouted,
 }
 
 /// The cache key of the repository a request addresses, at its upstream.
@@ -207,6 +211,52 @@ async fn answer(
     ctx.answered_status = Some(200);
     respond::write(session, resp, manifest.body().clone()).await?;
     Ok(true)
+}
+
+/// The body of a manifest being passed through, read again from the upstream so a pull
+/// policy can see its annotations and artifact type. By the digest the upstream answered
+/// with (checked against the body), else by the reference the client asked for; with the
+/// credentials the pass-through request used.
+pub async fn body_for_policy(
+    proxy: &MargoProxy,
+    session: &Session,
+    ctx: &RequestCtx,
+    answered_digest: &str,
+) -> std::result::Result<Bytes, SideCallError> {
+    let (Some(upstream), Some(matched)) = (
+        proxy.upstream_of(ctx),
+        ctx.forward.as_ref().and_then(|f| f.matched.as_ref()),
+    ) else {
+        return Err(SideCallError::NotRouted);
+    };
+    let digest = answered_digest.parse::<crate::oci::Digest>().ok();
+    let reference = match (&digest, ctx.reference()) {
+        (Some(d), _) => d.to_string(),
+        (None, Some(r)) => r,
+        (None, None) => return Err(SideCallError::NotRouted),
+    };
+    let auth = if proxy.forwards_client_credentials(upstream) {
+        session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    } else {
+        ctx.upstream_authorization.clone()
+    };
+    let path = format!(
+        "/v2/{}/manifests/{reference}",
+        matched.upstream_name.as_str()
+    );
+    let max = proxy.state.limits.max_manifest_bytes;
+    match fetch_manifest(upstream, &path, auth, max).await? {
+        Fetched::NotFound => Err(SideCallError::Status(404)),
+        Fetched::Manifest { body, .. } => match digest {
+            Some(d) if !d.verifies(&body) => Err(SideCallError::Mismatch(d.to_string())),
+            _ => Ok(body),
+        },
+    }
 }
 
 fn side_request(

@@ -146,8 +146,10 @@ impl MargoProxy {
         }
     }
 
-    /// A manifest pulled through (not from the cache): the policy sees its descriptor as
-    /// the upstream's headers give it; a denial replaces the response with a 403.
+    /// A manifest pulled through (not from the cache): before its headers go out, the
+    /// proxy reads the same manifest by digest (see [`manifest_get::body_for_policy`]) so
+    /// the policy sees what it would see on a cache hit. A denial, or a manifest the
+    /// proxy cannot read, replaces the response with an error: deny when unsure.
     async fn pull_policy_on_response(
         &self,
         session: &Session,
@@ -162,8 +164,21 @@ impl MargoProxy {
                 .to_owned()
         };
         let (content_type, digest) = (header("content-type"), header("docker-content-digest"));
+        let body = match manifest_get::body_for_policy(self, session, ctx, &digest).await {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(error = %e, "pull policy: could not read the manifest passed through");
+                let err = OciError::new(
+                    OciErrorCode::Unavailable,
+                    format!("the pull policy could not inspect the manifest: {e}"),
+                )
+                .with_status(502);
+                return replace_response(resp, ctx, &err);
+            }
+        };
         let method = session.req_header().method.clone();
-        let Some(err) = policy::pull(self, ctx, &method, &content_type, &digest, b"", false).await
+        let Some(err) =
+            policy::pull(self, ctx, &method, &content_type, &digest, &body, false).await
         else {
             return Ok(());
         };
