@@ -4,43 +4,12 @@
 //! otherwise one lying or corrupted upstream answer is replayed to a whole fleet
 //! until eviction.
 
-use sha2::{Digest as _, Sha256, Sha512};
-
 use super::error::DigestError;
+use crate::oci::digest::DigestError as OciDigestError;
 
-/// Digest algorithms we can compute (the two registered by the OCI image spec).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DigestAlgorithm {
-    /// `sha256:` + 64 lowercase hex digits; the default everywhere.
-    Sha256,
-    /// `sha512:` + 128 lowercase hex digits.
-    Sha512,
-}
-
-impl DigestAlgorithm {
-    /// The prefix before the colon.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sha256 => "sha256",
-            Self::Sha512 => "sha512",
-        }
-    }
-
-    fn hex_len(self) -> usize {
-        match self {
-            Self::Sha256 => 64,
-            Self::Sha512 => 128,
-        }
-    }
-
-    /// Hex-encoded hash of `body` under this algorithm.
-    pub fn hash_hex(self, body: &[u8]) -> String {
-        match self {
-            Self::Sha256 => hex::encode(Sha256::digest(body)),
-            Self::Sha512 => hex::encode(Sha512::digest(body)),
-        }
-    }
-}
+/// The algorithms a digest can be verified with: the OCI module's, the one digest
+/// vocabulary of the crate.
+pub use crate::oci::digest::Algorithm as DigestAlgorithm;
 
 /// Splits and checks a digest against the OCI grammar
 /// (`algorithm ":" encoded`, algorithm components `[a-z0-9]+` joined by `+._-`).
@@ -66,20 +35,16 @@ pub fn parse_digest(digest: &str) -> Result<(DigestAlgorithm, &str), DigestError
     {
         return Err(malformed());
     }
-    let alg = match algorithm {
-        "sha256" => DigestAlgorithm::Sha256,
-        "sha512" => DigestAlgorithm::Sha512,
-        other => return Err(DigestError::UnsupportedAlgorithm(other.to_owned())),
-    };
-    // The image spec requires lowercase hex of the exact length for registered algorithms.
-    if encoded.len() != alg.hex_len()
-        || !encoded
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        return Err(malformed());
+    // The registered algorithms and their encodings are the OCI module's to check.
+    match digest.parse::<crate::oci::Digest>() {
+        Ok(d) => Ok((d.algorithm(), encoded)),
+        Err(OciDigestError::UnsupportedAlgorithm(_)) => {
+            Err(DigestError::UnsupportedAlgorithm(algorithm.to_owned()))
+        }
+        Err(OciDigestError::MissingAlgorithm | OciDigestError::BadEncoding { .. }) => {
+            Err(malformed())
+        }
     }
-    Ok((alg, encoded))
 }
 
 /// `sha256:<hex>` of a body: the canonical digest when the upstream names none.

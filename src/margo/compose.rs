@@ -13,7 +13,7 @@ use std::io::{self, Read};
 use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 
-use crate::margo::digest::{is_cap_error, CappedReader, Digest, HashingReader};
+use crate::margo::digest::{is_cap_error, parse as parse_digest, CappedReader, HashingReader};
 use crate::margo::report::{FieldPath, Report, RuleId, Violation};
 
 /// The only accepted compose file name.
@@ -339,7 +339,7 @@ pub fn check_archive<R: Read>(
     let compressed_bytes = hashing.count();
     if let Some((want, size)) = expected {
         let size_ok = fatal || compressed_bytes == size;
-        let digest_ok = fatal || Digest::parse(want).is_ok_and(|d| d.to_string() == digest);
+        let digest_ok = fatal || parse_digest(want).is_ok_and(|d| d.to_string() == digest);
         if !size_ok || !digest_ok {
             report.push(
                 Violation::new(

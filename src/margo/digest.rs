@@ -8,19 +8,9 @@ use std::io::{self, Read};
 
 use sha2::{Digest as _, Sha256};
 
-/// A parsed `algorithm:hex` digest. Only sha256 can be computed here; sha512 parses
-/// (it is a registered OCI algorithm) so that it is reported as unsupported, not malformed.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Digest {
-    algorithm: Algorithm,
-    hex: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    Sha256,
-    Sha512,
-}
+/// Digests are the OCI module's type; this module adds what admission needs on top:
+/// verification against a descriptor, and readers that hash and cap streamed bytes.
+pub use crate::oci::digest::{Algorithm, Digest};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DigestError {
@@ -34,56 +24,21 @@ pub enum DigestError {
     SizeMismatch { expected: u64, actual: u64 },
 }
 
-impl Digest {
-    pub fn parse(s: &str) -> Result<Self, DigestError> {
-        let (alg, hex) = s
-            .split_once(':')
-            .ok_or_else(|| DigestError::Malformed(s.to_owned()))?;
-        let (algorithm, len) = match alg {
-            "sha256" => (Algorithm::Sha256, 64),
-            "sha512" => (Algorithm::Sha512, 128),
-            _ => return Err(DigestError::Malformed(s.to_owned())),
-        };
-        let lower_hex = hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
-        if hex.len() != len || !lower_hex {
-            return Err(DigestError::Malformed(s.to_owned()));
-        }
-        Ok(Self {
-            algorithm,
-            hex: hex.to_owned(),
-        })
-    }
-
-    pub fn algorithm(&self) -> Algorithm {
-        self.algorithm
-    }
-
-    pub fn hex(&self) -> &str {
-        &self.hex
-    }
-}
-
-impl std::fmt::Display for Digest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let alg = match self.algorithm {
-            Algorithm::Sha256 => "sha256",
-            Algorithm::Sha512 => "sha512",
-        };
-        write!(f, "{alg}:{}", self.hex)
-    }
+/// Parses a descriptor's digest: sha256 or sha512 (a registered OCI algorithm, so that
+/// it is reported as unsupported where only sha256 can be checked, not as malformed).
+pub fn parse(s: &str) -> Result<Digest, DigestError> {
+    s.parse().map_err(|_| DigestError::Malformed(s.to_owned()))
 }
 
 /// `sha256:<hex>` of the bytes.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+    Digest::sha256_of(bytes).to_string()
 }
 
 /// Checks bytes against an expected digest and, when given, size.
 pub fn verify_blob(bytes: &[u8], expected: &str, size: Option<u64>) -> Result<(), DigestError> {
-    let want = Digest::parse(expected)?;
-    if want.algorithm != Algorithm::Sha256 {
+    let want = parse(expected)?;
+    if want.algorithm() != Algorithm::Sha256 {
         return Err(DigestError::Unsupported(expected.to_owned()));
     }
     let actual_len = bytes.len() as u64;
@@ -201,7 +156,7 @@ mod tests {
             (&*format!("sha512:{}", "0".repeat(128)), true),
         ];
         for (s, want) in cases {
-            assert_eq!(Digest::parse(s).is_ok(), want, "{s}");
+            assert_eq!(parse(s).is_ok(), want, "{s}");
         }
     }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::margo::compose::{check_archive, ArchiveLimits};
-use crate::margo::digest::{verify_blob, Digest};
+use crate::margo::digest::{parse as parse_digest, verify_blob};
 use crate::margo::manifest::package::check_package_description;
 use crate::margo::manifest::{
     check_manifest, parse_manifest, Descriptor, ManifestClass, ManifestOptions, NextStep,
@@ -264,9 +264,9 @@ const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const MAX_INDEX_DEPTH: usize = 4;
 
 fn blob_path(layout: &Path, digest: &str) -> Option<PathBuf> {
-    let d = Digest::parse(digest).ok()?;
+    let d = parse_digest(digest).ok()?;
     let alg = digest.split_once(':')?.0;
-    Some(layout.join("blobs").join(alg).join(d.hex()))
+    Some(layout.join("blobs").join(alg).join(d.encoded()))
 }
 
 /// Why a blob of the layout could not be used.

@@ -34,6 +34,14 @@ impl Algorithm {
             Algorithm::Sha512 => "sha512",
         }
     }
+
+    /// Lowercase hex of `data`'s hash under this algorithm.
+    pub fn hash_hex(self, data: &[u8]) -> String {
+        match self {
+            Algorithm::Sha256 => hex::encode(Sha256::digest(data)),
+            Algorithm::Sha512 => hex::encode(Sha512::digest(data)),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -57,13 +65,9 @@ impl Digest {
 
     /// Digest of `data` with the same algorithm as `self`.
     pub fn compute_like(&self, data: &[u8]) -> Digest {
-        let encoded = match self.algorithm {
-            Algorithm::Sha256 => hex::encode(Sha256::digest(data)),
-            Algorithm::Sha512 => hex::encode(Sha512::digest(data)),
-        };
         Digest {
             algorithm: self.algorithm,
-            encoded,
+            encoded: self.algorithm.hash_hex(data),
         }
     }
 

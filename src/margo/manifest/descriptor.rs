@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::margo::digest::Digest;
+use crate::margo::digest::parse as parse_digest;
 use crate::margo::report::{FieldPath, Report, RuleId, Violation};
 
 pub const OCI_IMAGE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -131,7 +131,7 @@ pub(crate) fn descriptor(v: &Value, path: &FieldPath, out: &mut Report) -> Optio
             obj.get("digest"),
         )),
         Some(d) => {
-            if let Err(e) = Digest::parse(d) {
+            if let Err(e) = parse_digest(d) {
                 out.push(bad(path.key("digest"), &e.to_string(), obj.get("digest")));
             }
         }
@@ -171,7 +171,7 @@ pub(crate) fn descriptor(v: &Value, path: &FieldPath, out: &mut Report) -> Optio
     let annotations = annotations(obj.get("annotations"), path.key("annotations"), out);
     Some(Descriptor {
         media_type: media_type?.to_owned(),
-        digest: digest.filter(|d| Digest::parse(d).is_ok())?.to_owned(),
+        digest: digest.filter(|d| parse_digest(d).is_ok())?.to_owned(),
         size: size?,
         artifact_type,
         annotations,

@@ -17,7 +17,7 @@ pub use descriptor::{
 
 use serde::Serialize;
 
-use crate::margo::digest::Digest;
+use crate::margo::digest::parse as parse_digest;
 use crate::margo::report::{FieldPath, Report, RuleId, Violation};
 
 /// What a repository holds, per the route configuration (shared with the config).
@@ -35,7 +35,7 @@ impl Reference {
     /// A reference that parses as a digest is one; anything else is a tag (tag syntax
     /// is the registry's to check).
     pub fn parse(s: &str) -> Self {
-        if Digest::parse(s).is_ok() {
+        if parse_digest(s).is_ok() {
             Reference::Digest(s.to_owned())
         } else {
             Reference::Tag(s.to_owned())
