@@ -21,8 +21,11 @@
 //!   keeps moka's recency and frequency view of hot entries current.
 //!
 //! Memory: at most [`MAX_ENTRIES`] entries and [`MAX_BYTES`] of manifest bodies
-//! per worker thread, outside the cache's `max_bytes` budget. A full front is
-//! cleared as a whole; it refills from moka within one request per hot tag.
+//! per worker thread, outside the cache's `max_bytes` budget. A full front admits
+//! nothing new until a sweep (at most every [`SWEEP_EVERY`]) has dropped entries
+//! no longer servable; so with more hot manifests than fit, the front keeps the
+//! ones it has and the rest are served from moka as without a front, instead of
+//! every request copying a manifest in and another out.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -39,6 +42,8 @@ pub(crate) const MAX_ENTRIES: usize = 256;
 pub(crate) const MAX_BYTES: usize = 4 << 20;
 /// Larger manifests are not copied into the front.
 pub(crate) const MAX_MANIFEST: usize = 256 << 10;
+/// How often a full front looks for entries it can drop.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// Which cache, repository stripe and invalidation epoch an entry was filled under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,9 +74,37 @@ struct Front {
     key: String,
     map: HashMap<Box<str>, Entry, ahash::RandomState>,
     bytes: usize,
+    last_sweep: Option<Instant>,
 }
 
 impl Front {
+    /// Whether `size` more bytes fit, after dropping unservable entries if full
+    /// and a sweep is due.
+    fn room_for(&mut self, size: usize, now: Instant) -> bool {
+        let fits = |f: &Self| f.map.len() < MAX_ENTRIES && f.bytes + size <= MAX_BYTES;
+        if fits(self) {
+            return true;
+        }
+        let due = self
+            .last_sweep
+            .is_none_or(|t| now.saturating_duration_since(t) >= SWEEP_EVERY);
+        if !due {
+            return false;
+        }
+        self.last_sweep = Some(now);
+        let mut freed = 0;
+        self.map.retain(|_, e| {
+            let keep = now.saturating_duration_since(e.confirmed) < CONFIRM_EVERY
+                && e.fresh_until.is_none_or(|until| now < until);
+            if !keep {
+                freed += e.manifest.body().len();
+            }
+            keep
+        });
+        self.bytes = self.bytes.saturating_sub(freed);
+        fits(self)
+    }
+
     fn set_key(&mut self, upstream: &str, repository: &str, reference: &[&str]) {
         self.key.clear();
         // NUL cannot occur in upstream names, repository names, tags or digests.
@@ -142,9 +175,8 @@ pub(crate) fn put(
         if let Some(old) = front.map.remove(front.key.as_str()) {
             front.bytes = front.bytes.saturating_sub(old.manifest.body().len());
         }
-        if front.map.len() >= MAX_ENTRIES || front.bytes + size > MAX_BYTES {
-            front.map.clear();
-            front.bytes = 0;
+        if !front.room_for(size, now) {
+            return;
         }
         front.bytes += size;
         front.map.insert(
@@ -258,25 +290,49 @@ mod tests {
     }
 
     #[test]
-    fn stays_within_its_entry_and_byte_bounds() {
+    fn stays_within_its_entry_bound() {
         let now = Instant::now();
         let small = manifest(vec![b' '; 10]);
         for i in 0..(MAX_ENTRIES * 3) {
             fill(&format!("t{i}"), &small, now);
             assert!(usage().0 <= MAX_ENTRIES);
         }
+        assert_eq!(usage().0, MAX_ENTRIES);
+        // Replacing an entry of a full front works, and does not count it twice.
+        let before = usage();
+        fill("t0", &small, now);
+        assert_eq!(usage(), before);
+        assert!(get(7, "repo", "t0", now, true).is_some());
+    }
+
+    #[test]
+    fn stays_within_its_byte_bound_and_skips_huge_manifests() {
+        let now = Instant::now();
         let big = manifest(vec![b' '; MAX_MANIFEST]);
         for i in 0..(MAX_BYTES / MAX_MANIFEST * 3) {
             fill(&format!("b{i}"), &big, now);
             assert!(usage().1 <= MAX_BYTES);
         }
+        assert_eq!(usage().1, MAX_BYTES);
         let huge = manifest(vec![b' '; MAX_MANIFEST + 1]);
         fill("huge", &huge, now);
         assert!(get(7, "repo", "huge", now, true).is_none());
-        // Replacing an entry does not count its bytes twice.
-        fill("same", &small, now);
-        let before = usage().1;
-        fill("same", &small, now);
-        assert_eq!(usage().1, before);
+    }
+
+    #[test]
+    fn a_full_front_keeps_its_entries_until_they_can_no_longer_be_served() {
+        let now = Instant::now();
+        let small = manifest(vec![b' '; 10]);
+        for i in 0..MAX_ENTRIES {
+            fill(&format!("t{i}"), &small, now);
+        }
+        fill("late", &small, now);
+        assert!(get(7, "repo", "late", now, true).is_none(), "not admitted");
+        assert!(get(7, "repo", "t1", now, true).is_some(), "nothing evicted");
+        // Once they are due for confirmation in moka, a sweep drops them.
+        let later = now + CONFIRM_EVERY;
+        fill("late", &small, later);
+        assert!(get(7, "repo", "late", later, true).is_some());
+        assert_eq!(usage().0, 1);
     }
 }
