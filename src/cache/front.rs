@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::entry::CachedManifest;
+use super::FetchTicket;
 
 /// How long a front entry is served without looking at moka again.
 pub(crate) const CONFIRM_EVERY: Duration = Duration::from_secs(1);
@@ -45,12 +46,12 @@ pub(crate) const MAX_MANIFEST: usize = 256 << 10;
 /// How often a full front looks for entries it can drop.
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
-/// Which cache, repository stripe and invalidation epoch an entry was filled under.
+/// Which cache an entry was filled by, and the invalidation ticket of its
+/// repository taken before the fill (the same ticket upstream fetches take).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Stamp {
     pub(crate) cache: u64,
-    pub(crate) stripe: usize,
-    pub(crate) epoch: u64,
+    pub(crate) ticket: FetchTicket,
 }
 
 /// A servable front entry.
@@ -217,8 +218,10 @@ mod tests {
 
     const STAMP: Stamp = Stamp {
         cache: 7,
-        stripe: 3,
-        epoch: 1,
+        ticket: FetchTicket {
+            stripe: 3,
+            epoch: 1,
+        },
     };
 
     fn fill(tag: &str, m: &CachedManifest, now: Instant) {

@@ -346,11 +346,9 @@ impl ManifestCache {
     /// the epoch after this (it bumps again after removing its entries) voids
     /// the filled entry.
     fn front_stamp(&self, repo: &RepoKey) -> front::Stamp {
-        let ticket = self.ticket(repo);
         front::Stamp {
             cache: self.id,
-            stripe: ticket.stripe,
-            epoch: ticket.epoch,
+            ticket: self.ticket(repo),
         }
     }
 
@@ -370,12 +368,7 @@ impl ManifestCache {
             repository,
             reference,
             Instant::now(),
-            |stamp| {
-                self.ticket_valid(FetchTicket {
-                    stripe: stamp.stripe,
-                    epoch: stamp.epoch,
-                })
-            },
+            |stamp| self.ticket_valid(stamp.ticket),
         )?;
         // As on the moka path: by tag with an attached manifest, tag and digest both hit.
         self.counters.hits.bump();
