@@ -91,9 +91,7 @@ fn developer_push(c: &reqwest::blocking::Client, proxy: &Proxy) -> (String, Stri
 
 #[test]
 fn wfm_pulls_and_is_refused_a_push_developer_pushes() {
-    let Some(idp) = Idp::start(RESOURCE) else {
-        return;
-    };
+    let idp = Idp::start(RESOURCE);
     let reg = Registry::start();
     let proxy = start(&idp, &reg);
     let c = http();
@@ -133,9 +131,7 @@ fn wfm_pulls_and_is_refused_a_push_developer_pushes() {
 
 #[test]
 fn missing_token_gets_a_bearer_challenge_also_on_head_and_on_cache_hits() {
-    let Some(idp) = Idp::start(RESOURCE) else {
-        return;
-    };
+    let idp = Idp::start(RESOURCE);
     let reg = Registry::start();
     let proxy = start(&idp, &reg);
     let c = http();
@@ -182,9 +178,7 @@ fn missing_token_gets_a_bearer_challenge_also_on_head_and_on_cache_hits() {
 
 #[test]
 fn developer_outside_its_namespace_is_denied() {
-    let Some(idp) = Idp::start(RESOURCE) else {
-        return;
-    };
+    let idp = Idp::start(RESOURCE);
     let reg = Registry::start();
     let proxy = start(&idp, &reg);
     let c = http();
@@ -209,9 +203,7 @@ fn developer_outside_its_namespace_is_denied() {
 
 #[test]
 fn skopeo_with_username_and_password_goes_through_the_token_endpoint() {
-    let Some(idp) = Idp::start(RESOURCE) else {
-        return;
-    };
+    let idp = Idp::start(RESOURCE);
     let reg = Registry::start();
     let proxy = start(&idp, &reg);
     let c = http();
@@ -258,9 +250,7 @@ fn skopeo_with_username_and_password_goes_through_the_token_endpoint() {
 
 #[test]
 fn key_rotation_at_the_idp_needs_no_restart() {
-    let Some(idp) = Idp::start(RESOURCE) else {
-        return;
-    };
+    let idp = Idp::start(RESOURCE);
     let reg = Registry::start();
     // Unknown kids trigger a JWKS refetch at most every 2 s here (10 s by default).
     let proxy = start_with(&idp, &reg, "  cache: {jwks_refetch_cooldown_seconds: 2}\n");
@@ -323,4 +313,273 @@ fn key_rotation_at_the_idp_needs_no_restart() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     assert_eq!(status, 200);
+}
+
+/// A proxy trusting, besides nothing else, an issuer whose key is the test RSA key in
+/// `tests/fixtures/auth` (static keys, default settings: `typ: JWT` tokens allowed).
+fn proxy_with_static_issuer(reg: &Registry) -> Proxy {
+    let pem = repo_root().join("tests/fixtures/auth/rsa_public.pem");
+    Proxy::start(&format!(
+        r#"listeners: [{{address: "{{listen}}"}}]
+upstreams: [{{name: main, url: "{upstream}"}}]
+cache: {{enabled: false}}
+auth:
+  realm: "{{proxy_url}}/token"
+  service: margo-it
+  issuers:
+    - issuer: "{STATIC_ISSUER}"
+      audiences: ["{RESOURCE}"]
+      keys: {{static: [{{kid: rsa, pem_file: "{pem}"}}]}}
+  rules:
+    - match: [{{claim: groups, values: [dev-acme]}}]
+      grant: {{"apps/acme/**": [pull, push]}}
+"#,
+        upstream = reg.url(),
+        pem = pem.display(),
+    ))
+}
+
+const STATIC_ISSUER: &str = "https://static-issuer.test";
+
+/// A token of the static issuer, signed as IdPs sign ID tokens (`typ: JWT`), with
+/// `aud` naming the registry and `extra` claims.
+fn static_token(extra: serde_json::Value) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut claims = serde_json::json!({
+        "iss": STATIC_ISSUER, "aud": RESOURCE, "sub": "dev", "iat": now, "exp": now + 300,
+        "groups": ["dev-acme"]
+    });
+    for (k, v) in extra.as_object().unwrap() {
+        claims[k] = v.clone();
+    }
+    let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    h.kid = Some("rsa".into());
+    h.typ = Some("JWT".into());
+    let key = std::fs::read(repo_root().join("tests/fixtures/auth/rsa_private.pem")).unwrap();
+    jsonwebtoken::encode(
+        &h,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&key).unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn id_tokens_cannot_write_a_manifest() {
+    // Issue 12 #1: a Cognito-style (`token_use: id`) or Keycloak-style (`typ: ID`) ID
+    // token, `aud` the registry, header `typ: JWT`, wrote a manifest.
+    let reg = Registry::start();
+    let proxy = proxy_with_static_issuer(&reg);
+    let c = http();
+    let base = proxy.url();
+    let manifest = image_manifest(&[], None);
+    let push = |token: &str, tag: &str| {
+        let auth = format!("Bearer {token}");
+        let r = c
+            .post(format!("{base}/v2/apps/acme/app/blobs/uploads/"))
+            .header("Authorization", &auth)
+            .send()
+            .unwrap();
+        if r.status() != 202 {
+            return r;
+        }
+        let loc = location(&base, &r);
+        let r = c
+            .put(format!("{loc}&digest={EMPTY_DIGEST}"))
+            .header("Authorization", &auth)
+            .body(EMPTY_CONFIG)
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        c.put(format!("{base}/v2/apps/acme/app/manifests/{tag}"))
+            .header("Authorization", &auth)
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest.clone())
+            .send()
+            .unwrap()
+    };
+    for (what, extra, tag) in [
+        ("Cognito", serde_json::json!({"token_use": "id"}), "cognito"),
+        (
+            "Keycloak",
+            serde_json::json!({"typ": "ID", "azp": "x"}),
+            "keycloak",
+        ),
+    ] {
+        let id_token = static_token(extra);
+        let r = c
+            .put(format!("{base}/v2/apps/acme/app/manifests/{tag}"))
+            .header("Authorization", format!("Bearer {id_token}"))
+            .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+            .body(manifest.clone())
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 401, "{what} ID token");
+        let ch = r.headers()["www-authenticate"].to_str().unwrap().to_owned();
+        assert!(ch.contains("error=\"invalid_token\""), "{what}: {ch}");
+        let v: serde_json::Value = r.json().unwrap();
+        assert_eq!(v["errors"][0]["code"], "UNAUTHORIZED", "{what}");
+        assert_eq!(push(&id_token, tag).status(), 401, "{what}: upload refused");
+        assert_eq!(
+            reg.wait_for_requests("PUT", &format!("/v2/apps/acme/app/manifests/{tag}"), 1),
+            0,
+            "{what}: nothing reached the registry"
+        );
+    }
+    // The same token as an access token (Cognito `token_use: access`) writes.
+    let access = static_token(serde_json::json!({"token_use": "access"}));
+    let r = push(&access, "access");
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap_or_default());
+    assert_eq!(
+        reg.answered("PUT", "/v2/apps/acme/app/manifests/access", 201, 1),
+        1
+    );
+}
+
+/// Writes a one-layer OCI image layout (what `skopeo copy oci:` reads); returns the
+/// manifest digest.
+fn write_oci_layout(dir: &std::path::Path, tag: &str) -> String {
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| -> String {
+        let d = sha256(data);
+        std::fs::write(blobs.join(&d[7..]), data).unwrap();
+        d
+    };
+    let mut tar_bytes = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut tar_bytes);
+        let content = b"anonymous pull, authenticated push\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "hello.txt", &content[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let diff_id = sha256(&tar_bytes);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar_bytes).unwrap();
+    let layer = gz.finish().unwrap();
+    let layer_d = put(&layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]}, "config": {}
+    }))
+    .unwrap();
+    let config_d = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_d, "size": layer.len()}]
+    }))
+    .unwrap();
+    let manifest_d = put(&manifest);
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": manifest_d, "size": manifest.len(),
+                "annotations": {"org.opencontainers.image.ref.name": tag}}]
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    manifest_d
+}
+
+fn skopeo(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .expect("skopeo is required (scripts/setup installs it)")
+}
+
+#[test]
+fn skopeo_pushes_with_credentials_and_pulls_anonymously_on_one_proxy() {
+    // Issue 14 #10: with `anonymous_pull`, `/v2/` answered 200, so skopeo never asked
+    // for a token and its push failed "unauthorized".
+    let idp = Idp::start(RESOURCE);
+    let reg = Registry::start();
+    let proxy = start_with(&idp, &reg, "  anonymous_pull: [\"apps/acme/**\"]\n");
+    let c = http();
+    // The ping is challenged, so clients learn the realm...
+    let r = c.get(format!("{}/v2/", proxy.url())).send().unwrap();
+    assert_eq!(r.status(), 401);
+    let ch = r.headers()["www-authenticate"].to_str().unwrap();
+    assert!(
+        ch.starts_with(&format!("Bearer realm=\"{}/token\"", proxy.url())),
+        "{ch}"
+    );
+
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    let digest = write_oci_layout(&src, "v1");
+    let dest = format!("docker://{}/apps/acme/anon:1.0.0", proxy.host());
+    // ...and push with credentials through the token endpoint.
+    let out = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "registry-user:registry-user-secret",
+        &format!("oci:{}:v1", src.display()),
+        &dest,
+    ]);
+    assert!(
+        out.status.success(),
+        "authenticated push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        reg.answered("PUT", "/v2/apps/acme/anon/manifests/1.0.0", 201, 1),
+        1
+    );
+    // Without credentials: pulls work, pushes do not.
+    let out = skopeo(&["inspect", "--tls-verify=false", "--raw", &dest]);
+    assert!(
+        out.status.success(),
+        "anonymous inspect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sha256(&out.stdout), digest);
+    let back = work.path().join("back");
+    let out = skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &dest,
+        &format!("oci:{}:v1", back.display()),
+    ]);
+    assert!(
+        out.status.success(),
+        "anonymous pull: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(back.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digest.as_str());
+    let out = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:v1", src.display()),
+        &format!("docker://{}/apps/acme/anon:2.0.0", proxy.host()),
+    ]);
+    assert!(!out.status.success(), "an anonymous push must fail");
+    assert_eq!(
+        reg.wait_for_requests("PUT", "/v2/apps/acme/anon/manifests/2.0.0", 1),
+        0
+    );
+    // Plain HTTP clients pull anonymously without any token dance.
+    let r = c
+        .get(format!("{}/v2/apps/acme/anon/manifests/1.0.0", proxy.url()))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }

@@ -1,64 +1,17 @@
 //! Integration tests against a real OpenID provider (npm `oidc-provider`,
-//! started by `tests/oidc/provider.mjs` on 127.0.0.1). Skipped, with a
-//! message, when Node or `tests/oidc/node_modules` is missing
-//! (`npm ci --prefix tests/oidc` installs it).
+//! started by `tests/oidc/provider.mjs` on 127.0.0.1). Node and
+//! `tests/oidc/node_modules` are required (`scripts/setup` installs them): without
+//! them the test fails.
 
-use std::process::Stdio;
-use std::time::Duration;
+mod common;
 
 use base64::Engine;
+use common::Idp;
 use http::Method;
 use margo_proxy::auth::{AuthConfig, AuthError, Authenticator, Target};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const RESOURCE: &str = "http://127.0.0.1:18080";
-
-struct Idp {
-    info: serde_json::Value,
-    _child: tokio::process::Child,
-}
-
-async fn start_idp() -> Option<Idp> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oidc");
-    if !std::path::Path::new(&format!("{dir}/node_modules/oidc-provider")).exists() {
-        // In CI the provider is installed by scripts/setup: its absence is a failure there.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{dir}/node_modules missing in CI"
-        );
-        eprintln!("SKIPPED: {dir}/node_modules missing (run `npm ci --prefix tests/oidc`)");
-        return None;
-    }
-    let mut child = match tokio::process::Command::new("node")
-        .arg(format!("{dir}/provider.mjs"))
-        .args(["--resource", RESOURCE])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("SKIPPED: cannot run node: {e}");
-            return None;
-        }
-    };
-    let stdout = child.stdout.take()?;
-    let mut lines = BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .expect("provider did not start in 30 s")
-        .expect("read provider stdout")
-        .expect("provider exited before printing its issuer");
-    // Keep draining stdout so the provider never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Some(Idp {
-        info: serde_json::from_str(&first).expect("first line is JSON"),
-        _child: child,
-    })
-}
 
 fn s<'a>(v: &'a serde_json::Value, k: &str) -> &'a str {
     v[k].as_str().unwrap_or_default()
@@ -139,7 +92,7 @@ async fn check(a: &Authenticator, m: Method, name: &str, token: &str) -> Result<
 
 #[tokio::test]
 async fn real_oidc_provider_end_to_end() {
-    let Some(idp) = start_idp().await else { return };
+    let idp = Idp::start(RESOURCE);
     let a = Authenticator::from_config(&config(&idp.info)).expect("authenticator");
     assert!(a.warm_up().await.is_empty(), "discovery + JWKS fetch");
 

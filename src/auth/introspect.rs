@@ -112,7 +112,7 @@ impl Introspector {
 }
 
 /// An active answer still has to be for us: issuer, audience, expiry, and
-/// not a refresh token.
+/// not a refresh or ID token.
 fn check_claims(
     v: &serde_json::Value,
     issuer: &IssuerConfig,
@@ -142,5 +142,6 @@ fn check_claims(
     if v.get("token_type").and_then(|t| t.as_str()) == Some("refresh_token") {
         return Err(InvalidReason::NotAccessToken);
     }
+    crate::auth::token_kind::check_kind_claims(v)?;
     Ok(())
 }

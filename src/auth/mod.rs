@@ -22,6 +22,7 @@ pub mod principal;
 pub mod rules;
 pub mod secret;
 pub mod token_endpoint;
+pub mod token_kind;
 pub mod validate;
 pub mod x5c;
 
@@ -39,6 +40,13 @@ use crate::auth::metrics::{CounterSnapshot, Counters};
 use crate::auth::rules::RuleSet;
 use crate::auth::validate::Validator;
 
+/// What the token endpoint gives a client that brings no credentials, when
+/// anonymous pulls are configured (docker, skopeo and containerd fetch a token
+/// for every challenge, credentials or not). It is no secret and grants
+/// exactly what no token grants: [`Authenticator::authorize`] reads it as "no
+/// token". Not a JWT, so it never reaches a validator or an IdP.
+pub const ANONYMOUS_TOKEN: &str = "margo-proxy-anonymous";
+
 /// Authentication and authorization for the registry API.
 #[derive(Debug)]
 pub struct Authenticator {
@@ -46,7 +54,6 @@ pub struct Authenticator {
     service: String,
     validator: Arc<Validator>,
     anonymous: Arc<Principal>,
-    has_anonymous: bool,
     bridge: Option<TokenBridge>,
     counters: Arc<Counters>,
 }
@@ -77,6 +84,7 @@ impl Authenticator {
                 http.clone(),
                 validator.clone(),
                 counters.clone(),
+                rules.has_anonymous(),
             )
         });
         Ok(Self {
@@ -84,7 +92,6 @@ impl Authenticator {
             service: cfg.service.clone(),
             validator,
             anonymous: Arc::new(Principal::anonymous(rules.anonymous_permissions())),
-            has_anonymous: rules.has_anonymous(),
             bridge,
             counters,
         })
@@ -110,13 +117,24 @@ impl Authenticator {
         authorization: Option<&[u8]>,
     ) -> Result<Arc<Principal>, AuthError> {
         let scopes = required_scopes(method, target);
-        let token = authorization.and_then(bearer_token);
+        let token = match authorization.and_then(bearer_token) {
+            Some(Ok(t)) if t == ANONYMOUS_TOKEN => None,
+            Some(Ok(t)) => Some(Ok(t)),
+            Some(Err(reason)) => Some(Err(reason)),
+            None => {
+                // The ping without any token is always challenged, as distribution
+                // does with token auth: a client that got `200` here would never
+                // learn the realm, and its push would fail. Anonymous pulls go on
+                // working: repository requests pass, and the token endpoint hands
+                // credential-less clients the anonymous token, which passes the ping.
+                if matches!(target, Target::Base) {
+                    return Err(AuthError::MissingToken { scopes });
+                }
+                None
+            }
+        };
         let Some(token) = token else {
-            let anon_ok = match target {
-                Target::Base => self.has_anonymous,
-                _ => self.anonymous.allows_all(&scopes),
-            };
-            return if anon_ok {
+            return if self.anonymous.allows_all(&scopes) {
                 Ok(self.anonymous.clone())
             } else {
                 Err(AuthError::MissingToken { scopes })

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::auth::access::Target;
 use crate::auth::config::AuthConfig;
-use crate::auth::error::{AuthError, InvalidReason};
+use crate::auth::error::{AuthError, InvalidReason, TokenError};
 use crate::auth::validate::now_unix;
 use crate::auth::Authenticator;
 
@@ -384,6 +384,56 @@ async fn id_token_instead_of_access_token_is_refused() {
         .is_ok());
 }
 
+/// Signs `claims` with the trusted RSA key under header `typ: JWT`, as IdPs
+/// sign their ID tokens.
+fn jwt_typed(claims: &serde_json::Value) -> String {
+    let mut h = Header::new(Algorithm::RS256);
+    h.kid = Some("rsa".into());
+    h.typ = Some("JWT".into());
+    jsonwebtoken::encode(&h, claims, &rsa_key()).unwrap()
+}
+
+#[tokio::test]
+async fn id_tokens_marked_only_by_their_claims_are_refused() {
+    // Issue 12 #1: with the issuer's default settings, `aud` naming the registry
+    // and a `typ: JWT` header, these were accepted as access tokens.
+    let a = auth();
+    for (what, extra) in [
+        ("Cognito ID token", json!({"token_use": "id"})),
+        ("Keycloak ID token", json!({"typ": "ID", "azp": "dev"})),
+        ("Keycloak refresh token", json!({"typ": "Refresh"})),
+        (
+            "Google-style ID token",
+            json!({"azp": AUD, "client_id": null, "email": "dev@example.test"}),
+        ),
+        ("FAPI ID token", json!({"s_hash": "x"})),
+    ] {
+        let t = jwt_typed(&claims(extra));
+        assert_eq!(
+            invalid_reason(&a, &t).await,
+            InvalidReason::NotAccessToken,
+            "{what}"
+        );
+        // Refused on a push too, never reaching the permission check.
+        let err = a
+            .authorize(&Method::PUT, &PULL_ACME, Some(&bearer(&t)))
+            .await
+            .unwrap_err();
+        assert_eq!(a.reject(&err).status, 401, "{what}");
+    }
+    // Their access-token siblings pass: the claim decides, not the header.
+    for extra in [
+        json!({"token_use": "access"}),
+        json!({"typ": "Bearer", "azp": "dev"}),
+    ] {
+        let t = jwt_typed(&claims(extra));
+        assert!(a
+            .authorize(&Method::PUT, &PULL_ACME, Some(&bearer(&t)))
+            .await
+            .is_ok());
+    }
+}
+
 #[tokio::test]
 async fn mount_from_a_repository_without_pull_is_refused() {
     let a = auth();
@@ -444,7 +494,6 @@ async fn anonymous_pull_only_where_configured() {
     );
     assert!(a.authorize(&Method::PUT, &public, None).await.is_err());
     assert!(a.authorize(&Method::GET, &PULL_ACME, None).await.is_err());
-    assert!(a.authorize(&Method::GET, &Target::Base, None).await.is_ok());
     // A bad token is refused even on an anonymous route.
     assert!(a
         .authorize(&Method::GET, &public, Some(b"Bearer x.y.z"))
@@ -457,25 +506,140 @@ async fn anonymous_pull_only_where_configured() {
 }
 
 #[tokio::test]
-async fn garbage_never_panics() {
+async fn the_ping_is_challenged_even_with_anonymous_pull() {
+    // Issue 14 #10: `/v2/` answered 200 to anonymous clients, so clients with
+    // credentials never learnt the realm and their pushes failed.
+    let mut cfg = config();
+    cfg.token_endpoint =
+        Some(serde_json::from_value(json!({"idp_token_url": "http://127.0.0.1:9/token"})).unwrap());
+    let a = Authenticator::from_config(&cfg).unwrap();
+    let err = a
+        .authorize(&Method::GET, &Target::Base, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, AuthError::MissingToken { .. }), "{err:?}");
+    let r = a.reject(&err);
+    assert_eq!(r.status, 401);
+    assert!(r
+        .headers
+        .iter()
+        .any(|(n, v)| n == http::header::WWW_AUTHENTICATE
+            && v == "Bearer realm=\"https://registry.test/token\",service=\"margo-test\""));
+    // A client without credentials asks the token endpoint, as for any challenge,
+    // and gets the anonymous token (no IdP involved: port 9 answers nothing).
+    let bridge = a.token_endpoint().unwrap();
+    let answer = bridge
+        .handle(
+            &Method::GET,
+            &http::HeaderMap::new(),
+            Some("service=margo-test&scope=repository:public/base:pull"),
+            b"",
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    let anon = body["token"].as_str().unwrap().to_owned();
+    assert_eq!(anon, crate::auth::ANONYMOUS_TOKEN);
+    assert!(body["expires_in"].as_u64().unwrap() > 0);
+    // It passes the ping and the anonymous patterns, and nothing else.
+    let public = Target::Repository {
+        name: "public/base",
+        mount_from: None,
+    };
+    for (m, t, ok) in [
+        (Method::GET, &Target::Base, true),
+        (Method::GET, &public, true),
+        (Method::HEAD, &public, true),
+        (Method::PUT, &public, false),
+        (Method::GET, &PULL_ACME, false),
+        (Method::GET, &Target::Catalog, false),
+    ] {
+        let r = a.authorize(&m, t, Some(&bearer(&anon))).await;
+        assert_eq!(r.is_ok(), ok, "{m} {t:?}: {r:?}");
+        if let Err(e) = r {
+            // Refused like no token: the client is told to authenticate.
+            assert!(matches!(e, AuthError::MissingToken { .. }), "{e:?}");
+        }
+    }
+    // A real token still passes the ping.
+    let t = rs256(&claims(json!({})));
+    assert!(a
+        .authorize(&Method::GET, &Target::Base, Some(&bearer(&t)))
+        .await
+        .is_ok());
+    // Without anonymous patterns, credential-less token requests are challenged.
+    cfg.anonymous_pull.clear();
+    let a = Authenticator::from_config(&cfg).unwrap();
+    let answer = a
+        .token_endpoint()
+        .unwrap()
+        .handle(&Method::GET, &http::HeaderMap::new(), None, b"")
+        .await;
+    assert_eq!(answer.status, 401);
+}
+
+#[tokio::test]
+async fn garbage_is_refused_and_never_panics() {
     let a = auth();
-    for t in [
+    let valid = rs256(&claims(json!({})));
+    let header_only = b64(&json!({"alg": "RS256", "kid": "rsa", "typ": "at+jwt"}));
+    let mut garbage: Vec<String> = [
         "",
         "a",
         "a.b",
         "a.b.c",
         "....",
+        "..",
         "eyJ.eyJ.eyJ",
         "%%%.%%%.%%%",
         "eyJhbGciOiJSUzI1NiJ9.bm90IGpzb24.c2ln",
-    ] {
-        let _ = a
+        "Bearer",
+        "null.null.null",
+        "\u{0}.\u{0}.\u{0}",
+        "é.é.é",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // Well-formed JSON in the wrong shapes, unsigned.
+    for payload in [json!(null), json!([]), json!("x"), json!(1), json!({})] {
+        garbage.push(format!("{header_only}.{}.", b64(&payload)));
+        garbage.push(format!("{header_only}.{}.c2ln", b64(&payload)));
+    }
+    garbage.push(format!(
+        "{}.{}.c2ln",
+        b64(&json!([])),
+        b64(&claims(json!({})))
+    ));
+    garbage.push(format!(
+        "{}.{}.c2ln",
+        b64(&json!({"alg": 1})),
+        b64(&claims(json!({})))
+    ));
+    // Every truncation of a valid token, and the token with a byte appended.
+    for end in (0..valid.len()).step_by(7) {
+        garbage.push(valid[..end].to_owned());
+    }
+    garbage.push(format!("{valid}A"));
+    garbage.push(format!("{valid}.x"));
+    garbage.push("a".repeat(20_000));
+    for t in &garbage {
+        let r = a
             .authorize(&Method::GET, &PULL_ACME, Some(&bearer(t)))
             .await;
-        let _ = a.validate_token(t).await;
+        assert!(
+            matches!(r, Err(AuthError::InvalidToken { .. })),
+            "authorize accepted or mis-refused {t:?}: {r:?}"
+        );
+        let r = a.validate_token(t).await;
+        assert!(
+            matches!(r, Err(TokenError::Invalid(_))),
+            "validate_token accepted {t:?}: {r:?}"
+        );
     }
-    let huge = "a".repeat(20_000);
-    assert!(a.validate_token(&huge).await.is_err());
+    // The control: the untouched token passes, so the refusals above are the
+    // garbage's doing.
+    assert!(a.validate_token(&valid).await.is_ok());
 }
 
 #[tokio::test]
@@ -570,22 +734,41 @@ async fn jwks_server(doc: String, delay: Duration) -> JwksServer {
     JwksServer { url, hits, doc }
 }
 
+/// The JWK of an RSA public key, read from its PEM (SubjectPublicKeyInfo).
 fn rsa_jwk(pem_public: &str, kid: &str) -> serde_json::Value {
-    // n and e from the PEM via jsonwebtoken's JWK export of the private key.
-    let _ = pem_public;
-    let priv_pem = if kid.starts_with("second") {
-        fixture("rsa2_private.pem")
-    } else {
-        fixture("rsa_private.pem")
+    use x509_parser::prelude::FromDer;
+    use x509_parser::public_key::PublicKey;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem_public.as_bytes()).unwrap();
+    assert_eq!(pem.label, "PUBLIC KEY");
+    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(&pem.contents).unwrap();
+    let PublicKey::RSA(rsa) = spki.parsed().unwrap() else {
+        panic!("{kid}: not an RSA key");
     };
-    let ek = EncodingKey::from_rsa_pem(priv_pem.as_bytes()).unwrap();
-    let mut jwk = serde_json::to_value(
-        jsonwebtoken::jwk::Jwk::from_encoding_key(&ek, Algorithm::RS256).unwrap(),
-    )
-    .unwrap();
-    jwk["kid"] = json!(kid);
-    jwk["use"] = json!("sig");
-    jwk
+    // JWK integers are unsigned big-endian without leading zeros (RFC 7518 §6.3.1).
+    let unsigned = |b: &[u8]| {
+        let start = b.iter().position(|x| *x != 0).unwrap_or(b.len());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&b[start..])
+    };
+    json!({
+        "kty": "RSA", "alg": "RS256", "use": "sig", "kid": kid,
+        "n": unsigned(rsa.modulus), "e": unsigned(rsa.exponent)
+    })
+}
+
+#[test]
+fn rsa_jwk_is_the_key_of_its_pem() {
+    // The JWK built from the public PEM verifies what the matching private key
+    // signs, and only that.
+    let t = rs256(&claims(json!({})));
+    let mut v = jsonwebtoken::Validation::new(Algorithm::RS256);
+    v.set_audience(&[AUD]);
+    for (pem, ok) in [("rsa_public.pem", true), ("rsa2_public.pem", false)] {
+        let jwk: jsonwebtoken::jwk::Jwk =
+            serde_json::from_value(rsa_jwk(&fixture(pem), "k")).unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap();
+        let verified = jsonwebtoken::decode::<serde_json::Value>(&t, &key, &v).is_ok();
+        assert_eq!(verified, ok, "{pem}");
+    }
 }
 
 fn remote_config(jwks_uri: &str, cooldown: u64) -> AuthConfig {
@@ -605,7 +788,7 @@ fn remote_config(jwks_uri: &str, cooldown: u64) -> AuthConfig {
 
 #[tokio::test]
 async fn unknown_kid_refetch_is_single_flight_and_cooled_down() {
-    let first = json!({"keys": [rsa_jwk("", "first")]}).to_string();
+    let first = json!({"keys": [rsa_jwk(&fixture("rsa_public.pem"), "first")]}).to_string();
     let srv = jwks_server(first, Duration::from_millis(200)).await;
     let a = Arc::new(Authenticator::from_config(&remote_config(&srv.url, 1)).unwrap());
     let ok = sign(
@@ -647,7 +830,7 @@ async fn unknown_kid_refetch_is_single_flight_and_cooled_down() {
 
 #[tokio::test]
 async fn rotated_key_is_picked_up_without_restart() {
-    let first = json!({"keys": [rsa_jwk("", "first")]}).to_string();
+    let first = json!({"keys": [rsa_jwk(&fixture("rsa_public.pem"), "first")]}).to_string();
     let srv = jwks_server(first, Duration::ZERO).await;
     let a = Authenticator::from_config(&remote_config(&srv.url, 0)).unwrap();
     let t1 = sign(
@@ -660,7 +843,7 @@ async fn rotated_key_is_picked_up_without_restart() {
 
     // The IdP rotates: new key first, old one still published.
     *srv.doc.lock().unwrap() =
-        json!({"keys": [rsa_jwk("", "second"), rsa_jwk("", "first")]}).to_string();
+        json!({"keys": [rsa_jwk(&fixture("rsa2_public.pem"), "second"), rsa_jwk(&fixture("rsa_public.pem"), "first")]}).to_string();
     let k2 = EncodingKey::from_rsa_pem(fixture("rsa2_private.pem").as_bytes()).unwrap();
     let t2 = sign(
         Algorithm::RS256,

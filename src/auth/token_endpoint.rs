@@ -209,6 +209,9 @@ pub struct TokenBridge {
     http: reqwest::Client,
     validator: Arc<Validator>,
     counters: Arc<Counters>,
+    /// Anonymous pulls are configured: credential-less requests get
+    /// [`crate::auth::ANONYMOUS_TOKEN`] instead of a Basic challenge.
+    anonymous: bool,
 }
 
 impl std::fmt::Debug for TokenBridge {
@@ -234,6 +237,7 @@ impl TokenBridge {
         http: reqwest::Client,
         validator: Arc<Validator>,
         counters: Arc<Counters>,
+        anonymous: bool,
     ) -> Self {
         Self {
             cfg,
@@ -241,6 +245,7 @@ impl TokenBridge {
             http,
             validator,
             counters,
+            anonymous,
         }
     }
 
@@ -273,6 +278,15 @@ impl TokenBridge {
             }
         };
         let issued = match &parsed.request {
+            TokenRequest::Anonymous if self.anonymous => {
+                // What distribution token servers do for anonymous clients: a
+                // token that grants what no token grants.
+                return token_response(
+                    crate::auth::ANONYMOUS_TOKEN,
+                    self.cfg.default_expires_in,
+                    None,
+                );
+            }
             TokenRequest::Anonymous => {
                 return error_response(
                     http::StatusCode::UNAUTHORIZED,

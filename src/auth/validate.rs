@@ -3,20 +3,7 @@
 //! tokens so that the cost of a signature check is paid once per token, not
 //! once per request.
 //!
-//! ## Access token or ID token?
-//! An ID token is proof of a login *to a client*, not a grant to call an API;
-//! accepting one lets any relying party replay its users' ID tokens at the
-//! registry. The rule applied, in order:
-//! 1. `typ` header `at+jwt` / `application/at+jwt` (RFC 9068): access token.
-//! 2. if the issuer sets `require_at_jwt_typ`: anything else is refused.
-//! 3. any other explicit `typ` than `JWT` (e.g. `id_token`, `logout+jwt`,
-//!    `secevent+jwt`) is refused: it announces a different token kind;
-//! 4. a token carrying `nonce`, `at_hash` or `c_hash` (claims OIDC Core
-//!    defines only for ID tokens) is refused.
-//!
-//! Besides, `aud` must name the registry; an ID token's `aud` is the client
-//! id, so an ID token passes only if a client id equals a configured
-//! audience — exactly the case rules 3-4 catch.
+//! Access tokens are told apart from ID tokens by [`crate::auth::token_kind`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -334,7 +321,15 @@ impl Validator {
         {
             return Err(InvalidReason::NotYetValid.into());
         }
-        check_access_token(&header, &claims, issuer.cfg.require_at_jwt_typ)?;
+        crate::auth::token_kind::check_jwt(
+            header.typ.as_deref(),
+            &claims,
+            issuer.cfg.require_at_jwt_typ,
+        )
+        .map_err(|kind| {
+            tracing::debug!(issuer = %issuer.cfg.issuer, ?kind, "token refused: not an access token");
+            InvalidReason::from(kind)
+        })?;
         let exp = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(now);
         let principal = self.build_principal(&issuer.cfg, claims);
         Ok((principal, exp.saturating_add(leeway)))
@@ -466,26 +461,4 @@ fn map_jwt_error(kind: &ErrorKind) -> InvalidReason {
         | ErrorKind::UnsupportedAlgorithm => InvalidReason::AlgorithmNotAllowed,
         _ => InvalidReason::Malformed,
     }
-}
-
-/// See the module docs for the rule.
-fn check_access_token(
-    header: &jsonwebtoken::Header,
-    claims: &serde_json::Value,
-    require_at_jwt: bool,
-) -> Result<(), InvalidReason> {
-    let typ = header.typ.as_deref().map(str::to_ascii_lowercase);
-    match typ.as_deref() {
-        Some("at+jwt") | Some("application/at+jwt") => return Ok(()),
-        _ if require_at_jwt => return Err(InvalidReason::NotAccessToken),
-        None | Some("jwt") | Some("application/jwt") => {}
-        Some(_) => return Err(InvalidReason::NotAccessToken),
-    }
-    if ["nonce", "at_hash", "c_hash"]
-        .iter()
-        .any(|c| claims.get(c).is_some())
-    {
-        return Err(InvalidReason::NotAccessToken);
-    }
-    Ok(())
 }

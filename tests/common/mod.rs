@@ -2,6 +2,7 @@
 //! `margo-proxy` binary, each on an ephemeral 127.0.0.1 port, each killed when dropped.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -11,26 +12,152 @@ use std::time::{Duration, Instant};
 
 /// How long a server may take to start before the test fails.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Node loading `oidc-provider` is slower than the Go and Rust servers on a busy machine.
+const IDP_START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How many times a server is started on fresh ports before the test fails.
+const START_ATTEMPTS: usize = 5;
+
+/// Ports this process handed out: never the same one twice, so two test threads can
+/// never be given one port (the kernel may hand a just-released port out again).
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A port nothing listened on a moment ago, never handed out before in this process.
+/// Another process may still take it before the server that is meant to bind it does:
+/// servers are started with [`Proc::start`], which detects that and retries.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port")
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("no free port");
+        if HANDED_OUT
+            .lock()
+            .map(|mut s| s.insert(port))
+            .unwrap_or(true)
+        {
+            return port;
+        }
+    }
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
-    let deadline = Instant::now() + START_TIMEOUT;
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
+/// Who listens on a TCP port, from `/proc/net/tcp{,6}` and the child's descriptors.
+#[derive(Debug, PartialEq, Eq)]
+enum Listener {
+    Nobody,
+    Child,
+    /// Another process listens there (alone, or beside the child with `SO_REUSEPORT`).
+    Other,
+}
+
+/// Inodes of the sockets listening on `port` (any address), `None` without `/proc`.
+fn listening_inodes(port: u16) -> Option<Vec<u64>> {
+    let mut found = Vec::new();
+    let mut readable = false;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        readable = true;
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let p = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if p == Some(port) && *state == "0A" {
+                if let Ok(i) = inode.parse() {
+                    found.push(i);
+                }
+            }
         }
+    }
+    readable.then_some(found)
+}
+
+fn socket_inodes_of(pid: u32) -> Vec<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            l.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+        })
+        .collect()
+}
+
+fn listener_on(port: u16, child: &Child) -> Listener {
+    let Some(inodes) = listening_inodes(port) else {
+        // No /proc: all we can tell is that something answers.
+        return if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            Listener::Child
+        } else {
+            Listener::Nobody
+        };
+    };
+    if inodes.is_empty() {
+        return Listener::Nobody;
+    }
+    let ours = socket_inodes_of(child.id());
+    if inodes.iter().all(|i| ours.contains(i)) {
+        Listener::Child
+    } else {
+        Listener::Other
+    }
+}
+
+/// Why a start attempt failed in a way another port may cure.
+struct PortTaken(String);
+
+/// Waits until the child listens on every one of `ports`. `Err` when a port turned out
+/// to be someone else's (the child is then killed); panics on any other failure.
+fn wait_for_ports(
+    ports: &[u16],
+    child: &mut Child,
+    log: &Mutex<Vec<String>>,
+    what: &str,
+) -> Result<(), PortTaken> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    let lines = || log.lock().map(|l| l.clone()).unwrap_or_default();
+    while Instant::now() < deadline {
         if let Ok(Some(status)) = child.try_wait() {
-            panic!("{what} exited during start-up: {status}");
+            // Give the log readers a moment to collect the last words.
+            std::thread::sleep(Duration::from_millis(100));
+            let lines = lines();
+            if lines.iter().any(|l| {
+                let l = l.to_ascii_lowercase();
+                l.contains("address already in use") || l.contains("eaddrinuse")
+            }) {
+                return Err(PortTaken(format!("{what} exited: {status}")));
+            }
+            panic!(
+                "{what} exited during start-up: {status}\n{}",
+                lines.join("\n")
+            );
+        }
+        let states: Vec<Listener> = ports.iter().map(|p| listener_on(*p, child)).collect();
+        if let Some(i) = states.iter().position(|s| *s == Listener::Other) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(PortTaken(format!(
+                "another process listens on {}",
+                ports[i]
+            )));
+        }
+        if states.iter().all(|s| *s == Listener::Child) {
+            return Ok(());
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    panic!("{what} did not listen on {port} within {START_TIMEOUT:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!(
+        "{what} did not listen on {ports:?} within {START_TIMEOUT:?}\n{}",
+        lines().join("\n")
+    );
 }
 
 /// A process that is killed when the test ends, whatever the outcome.
@@ -41,7 +168,26 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(mut cmd: Command, port: u16, what: &str) -> Proc {
+    /// Starts the server `make(ports)` builds, on `count` fresh ports, and waits until it
+    /// listens on all of them. When another process took a port first (it binds between
+    /// [`free_port`] and the server's own bind), starts again on new ports.
+    pub fn start(
+        what: &str,
+        count: usize,
+        mut make: impl FnMut(&[u16]) -> Command,
+    ) -> (Proc, Vec<u16>) {
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+            match Self::spawn(make(&ports), &ports, what) {
+                Ok(p) => return (p, ports),
+                Err(PortTaken(why)) => failures.push(why),
+            }
+        }
+        panic!("{what}: no start in {START_ATTEMPTS} attempts: {failures:?}");
+    }
+
+    fn spawn(mut cmd: Command, ports: &[u16], what: &str) -> Result<Proc, PortTaken> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -75,8 +221,8 @@ impl Proc {
                 }
             });
         }
-        wait_for_port(port, &mut child, what);
-        Proc { child, log }
+        wait_for_ports(ports, &mut child, &log, what)?;
+        Ok(Proc { child, log })
     }
 
     pub fn log_lines(&self) -> Vec<String> {
@@ -116,7 +262,6 @@ impl Registry {
 
     pub fn start_with(opts: RegistryOptions) -> Registry {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let storage = dir.path().join("storage");
         let mut auth = String::new();
         if let Some((user, pass)) = &opts.htpasswd {
@@ -144,16 +289,23 @@ impl Registry {
         } else {
             String::new()
         };
-        let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{auth}",
-            storage.display()
-        );
         let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).expect("write registry config");
-        let mut cmd = Command::new("docker-registry");
-        cmd.arg("serve").arg(&config_path);
-        let proc = Proc::spawn(cmd, port, "docker-registry");
-        Registry { port, proc, dir }
+        let (proc, ports) = Proc::start("docker-registry", 1, |ports| {
+            let config = format!(
+                "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{}\n{tls}{auth}",
+                storage.display(),
+                ports[0]
+            );
+            std::fs::write(&config_path, config).expect("write registry config");
+            let mut cmd = Command::new("docker-registry");
+            cmd.arg("serve").arg(&config_path);
+            cmd
+        });
+        Registry {
+            port: ports[0],
+            proc,
+            dir,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -218,21 +370,24 @@ impl Proxy {
     /// by fresh ports.
     pub fn start(config: &str) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let admin_port = free_port();
-        let text = config
-            .replace("{listen}", &format!("127.0.0.1:{port}"))
-            .replace("{admin}", &format!("127.0.0.1:{admin_port}"))
-            .replace("{proxy_url}", &format!("http://127.0.0.1:{port}"));
         let config_path = dir.path().join("proxy.yaml");
-        std::fs::write(&config_path, text).expect("write proxy config");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_margo-proxy"));
-        cmd.arg("serve").arg("--config").arg(&config_path);
-        cmd.env("RUST_LOG", "info");
-        let proc = Proc::spawn(cmd, port, "margo-proxy");
+        // The admin port is waited for only when the config has an admin listener.
+        let count = if config.contains("{admin}") { 2 } else { 1 };
+        let (proc, ports) = Proc::start("margo-proxy", count, |ports| {
+            let admin = ports.get(1).copied().unwrap_or_else(free_port);
+            let text = config
+                .replace("{listen}", &format!("127.0.0.1:{}", ports[0]))
+                .replace("{admin}", &format!("127.0.0.1:{admin}"))
+                .replace("{proxy_url}", &format!("http://127.0.0.1:{}", ports[0]));
+            std::fs::write(&config_path, text).expect("write proxy config");
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_margo-proxy"));
+            cmd.arg("serve").arg("--config").arg(&config_path);
+            cmd.env("RUST_LOG", "info");
+            cmd
+        });
         Proxy {
-            port,
-            admin_port,
+            port: ports[0],
+            admin_port: ports.get(1).copied().unwrap_or(0),
             proc,
             config_path,
             _dir: dir,
@@ -375,18 +530,16 @@ pub struct Idp {
 }
 
 impl Idp {
-    /// `None` (with a message) when Node's dependencies are not installed, except in CI,
-    /// where that is a failure.
-    pub fn start(resource: &str) -> Option<Idp> {
+    /// Starts the provider, whose tokens are for `resource`. Node and the provider's
+    /// packages are required: their absence FAILS the test (in CI or not), it never
+    /// passes silently.
+    pub fn start(resource: &str) -> Idp {
         let dir = repo_root().join("tests/oidc");
-        if !dir.join("node_modules/oidc-provider").exists() {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "tests/oidc/node_modules missing in CI (scripts/setup installs it)"
-            );
-            eprintln!("SKIPPED: tests/oidc/node_modules missing (scripts/setup installs it)");
-            return None;
-        }
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "{}/node_modules/oidc-provider is missing: run scripts/setup (npm ci in tests/oidc)",
+            dir.display()
+        );
         let mut child = Command::new("node")
             .arg(dir.join("provider.mjs"))
             .args(["--resource", resource])
@@ -394,7 +547,7 @@ impl Idp {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("node");
+            .unwrap_or_else(|e| panic!("cannot run `node` (scripts/setup installs it): {e}"));
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -404,13 +557,16 @@ impl Idp {
             }
             for _ in lines.map_while(Result::ok) {}
         });
-        let first = rx
-            .recv_timeout(START_TIMEOUT)
-            .expect("oidc provider did not start in time");
-        Some(Idp {
-            info: serde_json::from_str(&first).expect("provider prints JSON first"),
+        // Dropping `idp` (also on a panic below) stops the provider.
+        let mut idp = Idp {
+            info: serde_json::Value::Null,
             child,
-        })
+        };
+        let first = rx.recv_timeout(IDP_START_TIMEOUT).unwrap_or_else(|e| {
+            panic!("oidc provider did not start within {IDP_START_TIMEOUT:?}: {e}")
+        });
+        idp.info = serde_json::from_str(&first).expect("provider prints JSON first");
+        idp
     }
 
     pub fn get(&self, key: &str) -> String {
