@@ -1,5 +1,12 @@
 //! The proxy's own credentials at an upstream: basic auth, or the distribution token flow
 //! against the upstream's token service. Clients never see these.
+//!
+//! The token flow follows the distribution token specification
+//! (<https://distribution.github.io/distribution/spec/auth/token/>) and the shapes real
+//! token services give it: `token` and/or `access_token` in the answer, `expires_in`
+//! optional (60 s when absent), several `scope` parameters, scopes with a resource class
+//! (`repository(plugin):…`), and, without an account, the anonymous flow GHCR and Docker
+//! Hub use for public images (a token request without credentials).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +19,11 @@ use super::challenge::{self, Challenge};
 
 /// Largest token-service answer we read.
 const MAX_TOKEN_RESPONSE: usize = 64 * 1024;
+/// Whole token request, answer included: a token service that trickles its answer must
+/// not hold the request that waits for it.
+const TOKEN_DEADLINE: Duration = Duration::from_secs(30);
+/// Lifetime of a token whose answer has no `expires_in` (the specification's default).
+const DEFAULT_TOKEN_LIFETIME: u64 = 60;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
@@ -21,6 +33,8 @@ pub enum CredentialError {
     Refused(u16),
     #[error("upstream token service answered garbage: {0}")]
     BadResponse(String),
+    #[error("upstream token realm refused: {0}")]
+    BadRealm(String),
 }
 
 struct Secret(String);
@@ -37,14 +51,27 @@ struct CachedToken {
     expires: Instant,
 }
 
+/// Who the proxy is at the upstream.
+enum Account {
+    /// No account: Bearer challenges get anonymous tokens, Basic ones nothing.
+    Anonymous,
+    Basic {
+        username: String,
+        password: Secret,
+    },
+}
+
 /// Answers "what `Authorization` do I send for this scope?".
 pub struct UpstreamCredentials {
-    username: String,
-    password: Secret,
+    account: Account,
     ping_url: String,
     http: reqwest::Client,
     challenge: RwLock<Option<Challenge>>,
     tokens: moka::future::Cache<String, CachedToken>,
+    /// Scopes an upstream's 401 named for a request, when they differ from the ones
+    /// the proxy derived (e.g. `repository(plugin):x:pull` for `repository:x:pull`):
+    /// the token for that request is asked with these from then on.
+    named_scopes: moka::future::Cache<Vec<String>, Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -53,8 +80,21 @@ struct TokenResponse {
     token: Option<String>,
     #[serde(default)]
     access_token: Option<String>,
+    /// Seconds: an integer as the specification says, but a float or a numeric string
+    /// is read too; anything else counts as absent.
     #[serde(default)]
-    expires_in: Option<u64>,
+    expires_in: Option<serde_json::Value>,
+}
+
+/// `expires_in` in whole seconds, when it is a usable number.
+fn seconds(v: &serde_json::Value) -> Option<u64> {
+    match v {
+        serde_json::Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 impl UpstreamCredentials {
@@ -64,9 +104,25 @@ impl UpstreamCredentials {
         ping_url: String,
         http: reqwest::Client,
     ) -> Self {
+        Self::with_account(
+            Account::Basic {
+                username,
+                password: Secret(password),
+            },
+            ping_url,
+            http,
+        )
+    }
+
+    /// No account at the upstream: answers Bearer challenges with anonymous tokens (the
+    /// token request carries no credentials), as public images on GHCR or Docker Hub need.
+    pub fn anonymous(ping_url: String, http: reqwest::Client) -> Self {
+        Self::with_account(Account::Anonymous, ping_url, http)
+    }
+
+    fn with_account(account: Account, ping_url: String, http: reqwest::Client) -> Self {
         UpstreamCredentials {
-            username,
-            password: Secret(password),
+            account,
             ping_url,
             http,
             challenge: RwLock::new(None),
@@ -74,15 +130,27 @@ impl UpstreamCredentials {
                 .max_capacity(10_000)
                 .time_to_live(Duration::from_secs(3600))
                 .build(),
+            named_scopes: moka::future::Cache::builder()
+                .max_capacity(1_000)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
         }
     }
 
-    fn basic(&self) -> String {
-        let raw = format!("{}:{}", self.username, self.password.0);
-        format!(
+    /// Whether the proxy has an account of its own here (not just anonymous tokens).
+    pub fn has_account(&self) -> bool {
+        matches!(self.account, Account::Basic { .. })
+    }
+
+    fn basic(&self) -> Option<String> {
+        let Account::Basic { username, password } = &self.account else {
+            return None;
+        };
+        let raw = format!("{username}:{}", password.0);
+        Some(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(raw)
-        )
+        ))
     }
 
     /// Learns how the upstream wants to be authenticated (once; again after `forget`).
@@ -121,15 +189,39 @@ impl UpstreamCredentials {
     /// one token (the upstream may grant more later), keep the others. Anything else
     /// means our token or challenge knowledge is stale: relearn everything.
     pub async fn rejected(&self, scopes: &[String], www_authenticate: Option<&str>) {
+        let named: Vec<String> = www_authenticate
+            .map(challenge::parse_all)
+            .unwrap_or_default()
+            .iter()
+            .filter(|c| c.scheme.eq_ignore_ascii_case("bearer"))
+            .flat_map(|c| c.scopes())
+            .map(|s| s.to_string())
+            .collect();
+        let asked = self.scopes_to_ask(scopes).await;
+        if !named.is_empty() && named != asked {
+            // The upstream says which scopes this request needs (distribution names
+            // them in its challenge): ask for those, besides ours, from now on.
+            let mut wanted = scopes.to_vec();
+            wanted.extend(named.into_iter().filter(|n| !scopes.contains(n)));
+            self.named_scopes.insert(scopes.to_vec(), wanted).await;
+        }
         if www_authenticate.is_some_and(is_insufficient_scope) {
             if let Some(Challenge::Bearer { service, .. }) = self.challenge.read().await.clone() {
                 self.tokens
-                    .invalidate(&token_key(service.as_deref(), scopes))
+                    .invalidate(&token_key(service.as_deref(), &asked))
                     .await;
             }
             return;
         }
         self.forget().await;
+    }
+
+    /// The scopes a token is asked with for a request needing `scopes`.
+    async fn scopes_to_ask(&self, scopes: &[String]) -> Vec<String> {
+        self.named_scopes
+            .get(scopes)
+            .await
+            .unwrap_or_else(|| scopes.to_vec())
     }
 
     /// The header value to send upstream for a request needing `scopes`
@@ -140,8 +232,10 @@ impl UpstreamCredentials {
     ) -> Result<Option<String>, CredentialError> {
         match self.challenge().await? {
             Challenge::None => Ok(None),
-            Challenge::Basic => Ok(Some(self.basic())),
+            Challenge::Basic => Ok(self.basic()),
             Challenge::Bearer { realm, service } => {
+                let scopes = self.scopes_to_ask(scopes).await;
+                let scopes = scopes.as_slice();
                 let key = token_key(service.as_deref(), scopes);
                 if let Some(t) = self.tokens.get(&key).await {
                     if t.expires > Instant::now() {
@@ -157,6 +251,7 @@ impl UpstreamCredentials {
                         CredentialError::Unreachable(m) => CredentialError::Unreachable(m.clone()),
                         CredentialError::Refused(s) => CredentialError::Refused(*s),
                         CredentialError::BadResponse(m) => CredentialError::BadResponse(m.clone()),
+                        CredentialError::BadRealm(m) => CredentialError::BadRealm(m.clone()),
                     })?;
                 Ok(Some(format!("Bearer {}", token.value)))
             }
@@ -176,39 +271,82 @@ impl UpstreamCredentials {
         for s in scopes {
             query.push(("scope", s));
         }
+        self.check_realm(realm)?;
         let started = Instant::now();
-        let resp = self
-            .http
-            .get(realm)
-            .query(&query)
-            .header(http::header::AUTHORIZATION, self.basic())
+        let mut req = self.http.get(realm).query(&query).timeout(TOKEN_DEADLINE);
+        if let Some(basic) = self.basic() {
+            req = req.header(http::header::AUTHORIZATION, basic);
+        }
+        let mut resp = req
             .send()
             .await
             .map_err(|e| CredentialError::Unreachable(e.to_string()))?;
         if !resp.status().is_success() {
             return Err(CredentialError::Refused(resp.status().as_u16()));
         }
-        let body = resp
-            .bytes()
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .map_err(|e| CredentialError::Unreachable(e.to_string()))?;
-        if body.len() > MAX_TOKEN_RESPONSE {
-            return Err(CredentialError::BadResponse("answer too large".into()));
+            .map_err(|e| CredentialError::Unreachable(e.to_string()))?
+        {
+            if body.len() + chunk.len() > MAX_TOKEN_RESPONSE {
+                return Err(CredentialError::BadResponse("answer too large".into()));
+            }
+            body.extend_from_slice(&chunk);
         }
-        let t: TokenResponse = serde_json::from_slice(&body)
-            .map_err(|e| CredentialError::BadResponse(e.to_string()))?;
-        let value = t
-            .token
-            .or(t.access_token)
-            .filter(|v| !v.is_empty())
-            .ok_or_else(|| CredentialError::BadResponse("no token in answer".into()))?;
-        // The spec's default lifetime is 60 s; renew a little early.
-        let lifetime = Duration::from_secs(t.expires_in.unwrap_or(60).clamp(10, 86_400));
+        let (value, lifetime) = parse_token_response(&body)?;
+        // Renew a little early; `issued_at` is not trusted (the two clocks differ), the
+        // lifetime counts from when the proxy asked.
         Ok(CachedToken {
             value: value.into(),
             expires: started + lifetime.mul_f32(0.9),
         })
     }
+
+    /// The proxy's password goes to the realm: only over http(s), and never over plain
+    /// http when the upstream itself is reached over https.
+    fn check_realm(&self, realm: &str) -> Result<(), CredentialError> {
+        let lower = realm.to_ascii_lowercase();
+        let https = lower.starts_with("https://");
+        if !https && !lower.starts_with("http://") {
+            return Err(CredentialError::BadRealm(format!(
+                "{realm:?} is not an http(s) URL"
+            )));
+        }
+        if !https && self.ping_url.to_ascii_lowercase().starts_with("https://") {
+            return Err(CredentialError::BadRealm(format!(
+                "{realm} is plain http while the upstream is https"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The token and its lifetime from a token service's answer: `token`, or `access_token`
+/// (OAuth 2.0 naming, which the specification accepts too), whichever is non-empty;
+/// `expires_in` when given, else 60 s.
+fn parse_token_response(body: &[u8]) -> Result<(String, Duration), CredentialError> {
+    let t: TokenResponse =
+        serde_json::from_slice(body).map_err(|e| CredentialError::BadResponse(e.to_string()))?;
+    let value = [t.token, t.access_token]
+        .into_iter()
+        .flatten()
+        .find(|v| !v.is_empty())
+        .ok_or_else(|| CredentialError::BadResponse("no token in answer".into()))?;
+    if value.len() > MAX_TOKEN_RESPONSE || value.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+        // It goes into a header: printable ASCII only.
+        return Err(CredentialError::BadResponse(
+            "token is not a header-safe string".into(),
+        ));
+    }
+    let secs = t
+        .expires_in
+        .as_ref()
+        .and_then(seconds)
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME)
+        .clamp(1, 86_400);
+    Ok((value, Duration::from_secs(secs)))
 }
 
 /// The token scopes an upstream request needs.
@@ -218,10 +356,9 @@ fn token_key(service: Option<&str>, scopes: &[String]) -> String {
 
 /// A Bearer challenge whose `error` is `insufficient_scope` (RFC 6750 §3.1).
 fn is_insufficient_scope(www_authenticate: &str) -> bool {
-    www_authenticate
-        .to_ascii_lowercase()
-        .replace(' ', "")
-        .contains("error=\"insufficient_scope\"")
+    challenge::parse_all(www_authenticate)
+        .iter()
+        .any(|c| c.scheme.eq_ignore_ascii_case("bearer") && c.is_insufficient_scope())
 }
 
 pub fn scopes_for(
@@ -287,6 +424,71 @@ mod tests {
     }
 
     #[test]
+    fn token_answers_in_every_documented_shape() {
+        let secs =
+            |body: &str| parse_token_response(body.as_bytes()).map(|(t, d)| (t, d.as_secs()));
+        // distribution / Docker Hub / Harbor: both names, equal.
+        assert_eq!(
+            secs(r#"{"token":"a","access_token":"a","expires_in":1800,"issued_at":"2026-12-01T10:00:00Z"}"#).unwrap(),
+            ("a".into(), 1800)
+        );
+        // OAuth 2.0 naming only; `token` only (GHCR, no `expires_in`: 60 s).
+        assert_eq!(
+            secs(r#"{"access_token":"b","expires_in":300}"#).unwrap(),
+            ("b".into(), 300)
+        );
+        assert_eq!(secs(r#"{"token":"c"}"#).unwrap(), ("c".into(), 60));
+        // An empty `token` beside a real `access_token`.
+        assert_eq!(
+            secs(r#"{"token":"","access_token":"d"}"#).unwrap(),
+            ("d".into(), 60)
+        );
+        // Lenient on the number, strict on the token.
+        assert_eq!(secs(r#"{"token":"e","expires_in":"120"}"#).unwrap().1, 120);
+        assert_eq!(secs(r#"{"token":"e","expires_in":90.5}"#).unwrap().1, 90);
+        assert_eq!(secs(r#"{"token":"e","expires_in":-5}"#).unwrap().1, 60);
+        assert_eq!(secs(r#"{"token":"e","expires_in":0}"#).unwrap().1, 1);
+        assert_eq!(
+            secs(r#"{"token":"e","expires_in":1e12}"#).unwrap().1,
+            86_400
+        );
+        for bad in [
+            r#"{}"#,
+            r#"{"token":""}"#,
+            r#"{"token":null}"#,
+            r#"{"token":"a b"}"#,
+            "{\"token\":\"a\\r\\nX-Evil: 1\"}",
+            r#"[]"#,
+            "not json",
+        ] {
+            assert!(secs(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn realms_that_would_leak_the_password_are_refused() {
+        crate::install_crypto_provider();
+        let https = UpstreamCredentials::new(
+            "u".into(),
+            "p".into(),
+            "https://reg.example/v2/".into(),
+            reqwest::Client::new(),
+        );
+        assert!(https.check_realm("https://auth.example/token").is_ok());
+        assert!(https.check_realm("http://auth.example/token").is_err());
+        assert!(https.check_realm("file:///etc/passwd").is_err());
+        assert!(https.check_realm("/token").is_err());
+        let http = UpstreamCredentials::anonymous(
+            "http://127.0.0.1:5000/v2/".into(),
+            reqwest::Client::new(),
+        );
+        assert!(http.check_realm("http://127.0.0.1:5001/token").is_ok());
+        assert!(!http.has_account());
+        assert!(http.basic().is_none());
+        assert!(https.has_account());
+    }
+
+    #[test]
     fn debug_never_shows_the_password() {
         crate::install_crypto_provider();
         let c = UpstreamCredentials::new(
@@ -295,6 +497,9 @@ mod tests {
             "http://127.0.0.1:1/v2/".into(),
             reqwest::Client::new(),
         );
-        assert!(!format!("{:?} {}", c.password, c.username).contains("hunter2"));
+        let Account::Basic { username, password } = &c.account else {
+            panic!("an account");
+        };
+        assert!(!format!("{password:?} {username}").contains("hunter2"));
     }
 }
