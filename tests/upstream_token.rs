@@ -814,3 +814,373 @@ fn a_refused_scope_does_not_throw_away_the_other_tokens() {
     pull_image(&c, &base, "keep/one", "v1", b"kept layer");
     assert_eq!(s.issuer.count(&kept), 1, "{:?}", s.issuer.requests());
 }
+
+// ------------------------------------------- token services of other registries' shapes
+//
+// The proxy's token client (`UpstreamCredentials`) against an in-process registry ping and
+// token service that answer in the shapes Harbor, Zot, GHCR and the distribution
+// specification document. One case per shape.
+
+use margo_proxy::upstream::credentials::UpstreamCredentials;
+
+/// One request the shape server received.
+#[derive(Debug, Clone)]
+struct ShapeRequest {
+    path: String,
+    service: Option<String>,
+    scopes: Vec<String>,
+    authorization: Option<String>,
+}
+
+/// `GET /v2/` answers 401 with `challenge` (`{realm}` replaced by this server's token URL
+/// at `token_path`); `GET token_path` answers `answer(n)` for its n-th token (from 1).
+struct ShapeServer {
+    port: u16,
+    log: Arc<Mutex<Vec<ShapeRequest>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl ShapeServer {
+    fn start(
+        challenge: &str,
+        token_path: &'static str,
+        answer: impl Fn(usize) -> String + Send + 'static,
+    ) -> ShapeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind shape server");
+        let port = listener.local_addr().expect("address").port();
+        listener.set_nonblocking(true).expect("nonblocking");
+        let challenge =
+            challenge.replace("{realm}", &format!("http://127.0.0.1:{port}{token_path}"));
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log2, stop2) = (log.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut issued = 0;
+            while !stop2.load(Ordering::Relaxed) && started.elapsed() < SERVER_LIFETIME {
+                match listener.accept() {
+                    Ok((mut stream, _)) => {
+                        let Ok(Some(req)) = read_shape_request(&mut stream) else {
+                            continue;
+                        };
+                        log2.lock().unwrap().push(req.clone());
+                        let _ = if req.path == "/v2/" {
+                            respond(
+                                &mut stream,
+                                "401 Unauthorized",
+                                &[("WWW-Authenticate", challenge.as_str())],
+                                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+                            )
+                        } else if req.path == token_path {
+                            issued += 1;
+                            respond(
+                                &mut stream,
+                                "200 OK",
+                                &[("Content-Type", "application/json")],
+                                &answer(issued),
+                            )
+                        } else {
+                            respond(&mut stream, "404 Not Found", &[], "{}")
+                        };
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        ShapeServer {
+            port,
+            log,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn ping_url(&self) -> String {
+        format!("http://127.0.0.1:{}/v2/", self.port)
+    }
+
+    fn token_requests(&self) -> Vec<ShapeRequest> {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.path != "/v2/")
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for ShapeServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_shape_request(stream: &mut TcpStream) -> std::io::Result<Option<ShapeRequest>> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut buf)?;
+        if n == 0 || head.len() > 64 * 1024 {
+            return Ok(None);
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let mut lines = head.split("\r\n");
+    let target = lines
+        .next()
+        .unwrap_or_default()
+        .split(' ')
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned();
+    let authorization = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("authorization"))
+        .map(|(_, v)| v.trim().to_owned());
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let mut service = None;
+    let mut scopes = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "service" => service = Some(v.into_owned()),
+            "scope" => scopes.push(v.into_owned()),
+            _ => {}
+        }
+    }
+    Ok(Some(ShapeRequest {
+        path: path.to_owned(),
+        service,
+        scopes,
+        authorization,
+    }))
+}
+
+fn client() -> reqwest::Client {
+    margo_proxy::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+fn basic_header(user: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
+fn strings(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+#[tokio::test]
+async fn harbor_token_service_with_several_scopes_and_actions() {
+    // Harbor's challenge, as its v2auth middleware builds it (realm `<ep>/service/token`,
+    // service `harbor-registry`; quoted in https://github.com/goharbor/harbor/issues/17930),
+    // token requests with Basic credentials and several scopes
+    // (https://github.com/goharbor/harbor/issues/9482, https://github.com/goharbor/harbor/pull/84),
+    // and an answer carrying both `token` and `access_token` with `expires_in` and
+    // `issued_at` (https://distribution.github.io/distribution/spec/auth/token/).
+    let srv = ShapeServer::start(
+        r#"Bearer realm="{realm}",service="harbor-registry""#,
+        "/service/token",
+        |n| {
+            format!(
+                r#"{{"token":"harbor-{n}","access_token":"harbor-{n}","expires_in":1800,"issued_at":"2026-12-01T10:00:00Z"}}"#
+            )
+        },
+    );
+    let creds = UpstreamCredentials::new(
+        "admin".into(),
+        "Harbor12345".into(),
+        srv.ping_url(),
+        client(),
+    );
+    // A cross-repository mount: push and pull on the target, pull on the source.
+    let mount = strings(&[
+        "repository:library/redis:pull,push",
+        "repository:library/base:pull",
+    ]);
+    let catalog = strings(&["registry:catalog:*"]);
+    for _ in 0..3 {
+        assert_eq!(
+            creds.authorization(&mount).await.unwrap().as_deref(),
+            Some("Bearer harbor-1")
+        );
+    }
+    assert_eq!(
+        creds.authorization(&catalog).await.unwrap().as_deref(),
+        Some("Bearer harbor-2")
+    );
+    let reqs = srv.token_requests();
+    assert_eq!(reqs.len(), 2, "one token per scope set, cached: {reqs:?}");
+    assert_eq!(
+        reqs[0].scopes, mount,
+        "each scope its own parameter, in order"
+    );
+    assert_eq!(reqs[1].scopes, catalog);
+    for r in &reqs {
+        assert_eq!(r.service.as_deref(), Some("harbor-registry"));
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(basic_header("admin", "Harbor12345").as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn zot_behind_an_oauth2_token_server_answering_access_token_only() {
+    // zot's bearer mode names the realm and service of an external token server in its
+    // challenge (https://zotregistry.dev/v2.1.23/articles/authn-authz/, "HTTP bearer
+    // authentication"); OAuth 2.0-style servers answer with `access_token` alone, which the
+    // distribution specification accepts ("For compatibility with OAuth 2.0, we will also
+    // accept token under the name access_token",
+    // https://distribution.github.io/distribution/spec/auth/token/).
+    let srv = ShapeServer::start(
+        r#"Bearer realm="{realm}",service="zot""#,
+        "/auth/token",
+        |n| {
+            format!(
+                r#"{{"access_token":"oauth-{n}","token_type":"Bearer","expires_in":300,"scope":"repository:apps/x:pull,push,delete"}}"#
+            )
+        },
+    );
+    let creds = UpstreamCredentials::new("ci".into(), "s3cret".into(), srv.ping_url(), client());
+    let scopes = strings(&["repository:apps/x:pull,push,delete"]);
+    assert_eq!(
+        creds.authorization(&scopes).await.unwrap().as_deref(),
+        Some("Bearer oauth-1")
+    );
+    let reqs = srv.token_requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].service.as_deref(), Some("zot"));
+    assert_eq!(reqs[0].scopes, scopes);
+}
+
+#[tokio::test]
+async fn ghcr_anonymous_token_for_public_images_without_expires_in() {
+    // GHCR serves public images to anyone holding a token from
+    // `https://ghcr.io/token?scope=repository:<owner>/<image>:pull` asked WITHOUT credentials,
+    // and its answer has `token` only, no `expires_in`
+    // (https://toddysm.com/2024/02/12/authenticating-with-oci-registries-github-container-registry-ghcr-implementation).
+    // Its ping challenge carries a placeholder scope, which must not be asked for.
+    // The specification's default lifetime then applies: 60 seconds.
+    let srv = ShapeServer::start(
+        r#"Bearer realm="{realm}",service="ghcr.io",scope="repository:user/image:pull""#,
+        "/token",
+        |n| format!(r#"{{"token":"djE6Z2hjcg-{n}"}}"#),
+    );
+    let creds = UpstreamCredentials::anonymous(srv.ping_url(), client());
+    assert!(!creds.has_account());
+    let scopes = strings(&["repository:margo/public-app:pull"]);
+    assert_eq!(
+        creds.authorization(&scopes).await.unwrap().as_deref(),
+        Some("Bearer djE6Z2hjcg-1")
+    );
+    // Well past what a zero or 1-second lifetime would allow: still the cached token.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        creds.authorization(&scopes).await.unwrap().as_deref(),
+        Some("Bearer djE6Z2hjcg-1")
+    );
+    let reqs = srv.token_requests();
+    assert_eq!(reqs.len(), 1, "{reqs:?}");
+    assert_eq!(
+        reqs[0].authorization, None,
+        "anonymous: no credentials sent"
+    );
+    assert_eq!(reqs[0].service.as_deref(), Some("ghcr.io"));
+    assert_eq!(
+        reqs[0].scopes, scopes,
+        "the request's scope, not the ping's hint"
+    );
+}
+
+#[tokio::test]
+async fn a_short_expires_in_is_honoured() {
+    // `expires_in` is "the duration in seconds since the token was issued that it will
+    // remain valid" (https://distribution.github.io/distribution/spec/auth/token/): a
+    // token service that says 1 s gets asked again after it.
+    let srv = ShapeServer::start(r#"Bearer realm="{realm}""#, "/token", |n| {
+        format!(r#"{{"token":"short-{n}","expires_in":1}}"#)
+    });
+    let creds = UpstreamCredentials::new("u".into(), "p".into(), srv.ping_url(), client());
+    let scopes = strings(&["repository:a:pull"]);
+    assert_eq!(
+        creds.authorization(&scopes).await.unwrap().as_deref(),
+        Some("Bearer short-1")
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert_eq!(
+        creds.authorization(&scopes).await.unwrap().as_deref(),
+        Some("Bearer short-2")
+    );
+    // No `service` in the challenge: none in the request.
+    assert!(srv.token_requests().iter().all(|r| r.service.is_none()));
+}
+
+#[tokio::test]
+async fn a_plugin_scope_named_by_the_upstream_is_asked_for() {
+    // Scopes may carry a resource class: `repository(plugin):samalba/my-plugin:pull,push`
+    // (https://distribution.github.io/distribution/spec/auth/scope/, "Resource Class").
+    // When the upstream refuses the proxy's token naming such a scope, the next token for
+    // that request is asked with it.
+    let srv = ShapeServer::start(
+        r#"Bearer realm="{realm}",service="registry.docker.io""#,
+        "/token",
+        |n| format!(r#"{{"token":"plugin-{n}","expires_in":300}}"#),
+    );
+    let creds = UpstreamCredentials::new("u".into(), "p".into(), srv.ping_url(), client());
+    let scopes = strings(&["repository:samalba/my-plugin:pull"]);
+    let other = strings(&["repository:samalba/other:pull"]);
+    assert_eq!(
+        creds.authorization(&scopes).await.unwrap().as_deref(),
+        Some("Bearer plugin-1")
+    );
+    assert_eq!(
+        creds.authorization(&other).await.unwrap().as_deref(),
+        Some("Bearer plugin-2")
+    );
+    creds
+        .rejected(
+            &scopes,
+            Some(
+                r#"Bearer realm="x",service="registry.docker.io",scope="repository(plugin):samalba/my-plugin:pull,push",error="insufficient_scope""#,
+            ),
+        )
+        .await;
+    assert_eq!(
+        creds.authorization(&scopes).await.unwrap().as_deref(),
+        Some("Bearer plugin-3")
+    );
+    // Again: cached under the scopes it was asked with.
+    assert_eq!(
+        creds.authorization(&scopes).await.unwrap().as_deref(),
+        Some("Bearer plugin-3")
+    );
+    // The other repository's token was not thrown away.
+    assert_eq!(
+        creds.authorization(&other).await.unwrap().as_deref(),
+        Some("Bearer plugin-2")
+    );
+    let reqs = srv.token_requests();
+    assert_eq!(reqs.len(), 3, "{reqs:?}");
+    assert_eq!(
+        reqs[2].scopes,
+        strings(&[
+            "repository:samalba/my-plugin:pull",
+            "repository(plugin):samalba/my-plugin:pull,push"
+        ])
+    );
+    // The realm is the ping's, never one a refusal names.
+    assert!(reqs.iter().all(|r| r.path == "/token"));
+}

@@ -221,29 +221,88 @@ fn check_config_reports_line_precise_errors() {
 #[test]
 fn serve_without_a_config_file() {
     let reg = Registry::start();
-    let port = free_port();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_margo-proxy"))
-        .args([
+    // Started on a fresh port, again on another if someone else took it first.
+    let (_proxy, ports) = Proc::start("margo-proxy", 1, |ports| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_margo-proxy"));
+        cmd.args([
             "serve",
             "--upstream",
             &reg.url(),
             "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
+            &format!("127.0.0.1:{}", ports[0]),
+        ]);
+        cmd
+    });
+    let r = http()
+        .get(format!("http://127.0.0.1:{}/v2/", ports[0]))
+        .send()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let c = http();
-    let mut status = None;
-    while std::time::Instant::now() < deadline {
-        if let Ok(r) = c.get(format!("http://127.0.0.1:{port}/v2/")).send() {
-            status = Some(r.status().as_u16());
-            break;
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn a_server_whose_port_was_taken_is_started_again_on_another() {
+    // Issue 12 #14: `free_port()` binds, drops and lets the server bind later; another
+    // process may take the port meanwhile. Here the test itself takes the first port it
+    // is given, just before the server starts.
+    let mut taken: Vec<std::net::TcpListener> = Vec::new();
+    // A server that fails to bind (docker-registry exits: address already in use).
+    let dir = tempfile::tempdir().unwrap();
+    let mut attempts = 0;
+    let (_reg, ports) = Proc::start("docker-registry", 1, |ports| {
+        attempts += 1;
+        if attempts == 1 {
+            taken.push(std::net::TcpListener::bind(("127.0.0.1", ports[0])).unwrap());
         }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    assert_eq!(status, Some(200));
+        let cfg = dir.path().join(format!("config-{attempts}.yml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{}\n",
+                dir.path().join("storage").display(),
+                ports[0]
+            ),
+        )
+        .unwrap();
+        let mut cmd = std::process::Command::new("docker-registry");
+        cmd.arg("serve").arg(cfg);
+        cmd
+    });
+    assert_eq!(attempts, 2);
+    let r = http()
+        .get(format!("http://127.0.0.1:{}/v2/", ports[0]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // A server that keeps running without its listener: the port is seen to be someone
+    // else's, the server is stopped and started again on a fresh port.
+    let reg = Registry::start();
+    let mut attempts = 0;
+    let (_proxy, ports) = Proc::start("margo-proxy", 1, |ports| {
+        attempts += 1;
+        if attempts == 1 {
+            taken.push(std::net::TcpListener::bind(("127.0.0.1", ports[0])).unwrap());
+        }
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_margo-proxy"));
+        cmd.args([
+            "serve",
+            "--upstream",
+            &reg.url(),
+            "--listen",
+            &format!("127.0.0.1:{}", ports[0]),
+        ]);
+        cmd
+    });
+    assert_eq!(attempts, 2);
+    let r = http()
+        .get(format!("http://127.0.0.1:{}/v2/", ports[0]))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    drop(taken);
+
+    // Ports are never handed out twice in one process.
+    let many: std::collections::BTreeSet<u16> = (0..200).map(|_| free_port()).collect();
+    assert_eq!(many.len(), 200);
 }
