@@ -189,6 +189,23 @@ impl UpstreamCredentials {
     /// one token (the upstream may grant more later), keep the others. Anything else
     /// means our token or challenge knowledge is stale: relearn everything.
     pub async fn rejected(&self, scopes: &[String], www_authenticate: Option<&str>) {
+        self.learn_named_scopes(scopes, www_authenticate).await;
+        if www_authenticate.is_some_and(is_insufficient_scope) {
+            if let Some(Challenge::Bearer { service, .. }) = self.challenge.read().await.clone() {
+                self.tokens
+                    .invalidate(&token_key(service.as_deref(), scopes))
+                    .await;
+            }
+            return;
+        }
+        self.forget().await;
+    }
+
+    /// The upstream's refusal may say which scopes the request needs (distribution names
+    /// them in its challenge, e.g. `repository(plugin):x:pull` for what the proxy asked as
+    /// `repository:x:pull`): the token for this request is asked with those too from now
+    /// on. The token stays cached under the request's own scopes.
+    async fn learn_named_scopes(&self, scopes: &[String], www_authenticate: Option<&str>) {
         let named: Vec<String> = www_authenticate
             .map(challenge::parse_all)
             .unwrap_or_default()
@@ -198,22 +215,13 @@ impl UpstreamCredentials {
             .map(|s| s.to_string())
             .collect();
         let asked = self.scopes_to_ask(scopes).await;
-        if !named.is_empty() && named != asked {
-            // The upstream says which scopes this request needs (distribution names
-            // them in its challenge): ask for those, besides ours, from now on.
-            let mut wanted = scopes.to_vec();
-            wanted.extend(named.into_iter().filter(|n| !scopes.contains(n)));
-            self.named_scopes.insert(scopes.to_vec(), wanted).await;
-        }
-        if www_authenticate.is_some_and(is_insufficient_scope) {
-            if let Some(Challenge::Bearer { service, .. }) = self.challenge.read().await.clone() {
-                self.tokens
-                    .invalidate(&token_key(service.as_deref(), &asked))
-                    .await;
-            }
+        if named.is_empty() || named.iter().all(|n| asked.contains(n)) {
             return;
         }
-        self.forget().await;
+        let mut wanted = asked;
+        wanted.extend(named.into_iter().filter(|n| !scopes.contains(n)));
+        wanted.dedup();
+        self.named_scopes.insert(scopes.to_vec(), wanted).await;
     }
 
     /// The scopes a token is asked with for a request needing `scopes`.
@@ -234,8 +242,6 @@ impl UpstreamCredentials {
             Challenge::None => Ok(None),
             Challenge::Basic => Ok(self.basic()),
             Challenge::Bearer { realm, service } => {
-                let scopes = self.scopes_to_ask(scopes).await;
-                let scopes = scopes.as_slice();
                 let key = token_key(service.as_deref(), scopes);
                 if let Some(t) = self.tokens.get(&key).await {
                     if t.expires > Instant::now() {
@@ -243,9 +249,10 @@ impl UpstreamCredentials {
                     }
                     self.tokens.invalidate(&key).await;
                 }
+                let asked = self.scopes_to_ask(scopes).await;
                 let token = self
                     .tokens
-                    .try_get_with(key, self.fetch_token(&realm, service.as_deref(), scopes))
+                    .try_get_with(key, self.fetch_token(&realm, service.as_deref(), &asked))
                     .await
                     .map_err(|e: Arc<CredentialError>| match &*e {
                         CredentialError::Unreachable(m) => CredentialError::Unreachable(m.clone()),
