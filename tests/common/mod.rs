@@ -79,6 +79,10 @@ impl Proc {
         Proc { child, log }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
@@ -107,6 +111,8 @@ pub struct RegistryOptions {
     /// A raw `auth:` section (e.g. `auth: token` pointing at a test issuer); wins over
     /// `htpasswd`.
     pub auth_yaml: Option<String>,
+    /// More top-level sections, e.g. `notifications:`.
+    pub extra_yaml: Option<String>,
 }
 
 impl Registry {
@@ -148,6 +154,7 @@ impl Registry {
             "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n  maintenance:\n    uploadpurging:\n      enabled: false\nhttp:\n  addr: 127.0.0.1:{port}\n{tls}{auth}",
             storage.display()
         );
+        let config = format!("{config}{}", opts.extra_yaml.as_deref().unwrap_or_default());
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).expect("write registry config");
         let mut cmd = Command::new("docker-registry");
@@ -217,9 +224,14 @@ impl Proxy {
     /// Starts the proxy with `config` (YAML), where `{listen}` and `{admin}` are replaced
     /// by fresh ports.
     pub fn start(config: &str) -> Proxy {
+        Self::start_on(config, free_port())
+    }
+
+    /// [`Self::start`] with the admin port chosen by the caller (who had to tell
+    /// another server about it first).
+    pub fn start_on(config: &str, admin_port: u16) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let admin_port = free_port();
         let text = config
             .replace("{listen}", &format!("127.0.0.1:{port}"))
             .replace("{admin}", &format!("127.0.0.1:{admin_port}"))
@@ -422,5 +434,45 @@ impl Drop for Idp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A throw-away `redis-server` (Debian's), no persistence; can be stopped and started
+/// again on the same port to test what survives an outage.
+pub struct Redis {
+    pub port: u16,
+    proc: Option<Proc>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = free_port();
+        let mut r = Redis { port, proc: None };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+
+    pub fn restart(&mut self) {
+        self.proc = None;
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        self.proc = Some(Proc::spawn(cmd, self.port, "redis-server"));
     }
 }
