@@ -18,12 +18,18 @@ pub struct AdminApp {
     pub metrics: Option<Arc<Metrics>>,
     pub cache: Option<Arc<ManifestCache>>,
     pub auth: Option<Arc<crate::auth::Authenticator>>,
+    pub coherence: Arc<crate::bus::Coherence>,
+    /// The bearer token upstream notifications must carry; `None`: no event endpoints.
+    pub events_token: Option<crate::auth::secret::Secret>,
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let path = session.req_header().uri.path().to_owned();
+        if let Some(rest) = path.strip_prefix("/events/") {
+            return self.upstream_event(session, rest).await;
+        }
         match path.as_str() {
             "/healthz" => text(200, "ok\n".into()),
             "/readyz" => {
@@ -39,12 +45,21 @@ impl ServeHttp for AdminApp {
                     }
                 }
                 let ready = checks.iter().all(|(_, ok)| *ok);
-                let body = checks
+                let mut body = checks
                     .iter()
                     .map(|(n, ok)| {
                         format!("upstream {n}: {}\n", if *ok { "ok" } else { "unreachable" })
                     })
                     .collect::<String>();
+                // A down bus degrades coherence (tags stale up to their TTL); the
+                // replica still serves, so it stays ready.
+                match self.coherence.status.connected() {
+                    Some(true) => body.push_str("bus: connected\n"),
+                    Some(false) => {
+                        body.push_str("bus: disconnected (degraded: tags converge by TTL)\n")
+                    }
+                    None => {}
+                }
                 text(if ready { 200 } else { 503 }, body)
             }
             "/metrics" => match &self.metrics {
@@ -70,6 +85,88 @@ impl ServeHttp for AdminApp {
                 None => text(404, "metrics disabled\n".into()),
             },
             _ => text(404, "not found\n".into()),
+        }
+    }
+}
+
+/// Longest an event sender may take to deliver its body.
+const EVENT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl AdminApp {
+    /// `POST /events/<upstream>/<distribution|harbor|zot>`: an upstream's own
+    /// notification of pushes and deletes, authenticated by the bearer token.
+    async fn upstream_event(&self, session: &mut ServerSession, rest: &str) -> Response<Vec<u8>> {
+        use crate::bus::events::{EventFormat, MAX_EVENT_BODY};
+        let Some(token) = &self.events_token else {
+            return text(
+                404,
+                "upstream events are not enabled (no `events:` section)\n".into(),
+            );
+        };
+        let presented = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !token.ct_eq(presented) {
+            self.coherence.metrics.event("any", "unauthorized");
+            let mut r = text(401, "missing or wrong bearer token\n".into());
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"margo-proxy events\""),
+            );
+            return r;
+        }
+        let (upstream, format) = match rest.split_once('/') {
+            Some((u, f)) => (u, EventFormat::from_path_segment(f)),
+            None => (rest, None),
+        };
+        let Some(format) = format else {
+            return text(
+                404,
+                "expected /events/<upstream>/<distribution|harbor|zot>\n".into(),
+            );
+        };
+        if !self.coherence.knows_upstream(upstream) {
+            return text(
+                404,
+                format!("no upstream named `{}`\n", upstream.escape_debug()),
+            );
+        }
+        if session.req_header().method != http::Method::POST {
+            return text(405, "POST an event delivery here\n".into());
+        }
+        let ce_type = session
+            .req_header()
+            .headers
+            .get("ce-type")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = tokio::time::timeout(EVENT_BODY_TIMEOUT, async {
+            let mut body = Vec::new();
+            while let Some(chunk) = session.read_request_body().await? {
+                if body.len() + chunk.len() > MAX_EVENT_BODY {
+                    return Ok(None);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok::<_, Box<pingora::Error>>(Some(body))
+        })
+        .await;
+        let body = match body {
+            Ok(Ok(Some(b))) => b,
+            Ok(Ok(None)) => return text(413, format!("event body over {MAX_EVENT_BODY} bytes\n")),
+            Ok(Err(_)) | Err(_) => return text(400, "could not read the event body\n".into()),
+        };
+        match self
+            .coherence
+            .upstream_event(format, upstream, ce_type.as_deref(), &body)
+            .await
+        {
+            Ok(n) => text(200, format!("{n} invalidations applied\n")),
+            Err(e) => text(400, format!("{e}\n")),
         }
     }
 }

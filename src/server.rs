@@ -33,7 +33,17 @@ pub fn build(config: &Config) -> Result<Server, ServeError> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let state = Arc::new(ProxyState::from_config(config).map_err(ServeError::Setup)?);
+    let (state, bus_worker) = ProxyState::from_config(config).map_err(ServeError::Setup)?;
+    let state = Arc::new(state);
+    if let Some(worker) = bus_worker {
+        worker
+            .spawn(state.coherence.clone())
+            .map_err(ServeError::Setup)?;
+    }
+    let events_token = match &config.events {
+        Some(e) => Some(e.resolve_token().map_err(ServeError::Setup)?),
+        None => None,
+    };
     if let Some(policy) = &state.policy {
         spawn_policy_reloader(policy.clone())?;
     }
@@ -69,6 +79,8 @@ pub fn build(config: &Config) -> Result<Server, ServeError> {
                 metrics: Some(metrics_state.metrics.clone()),
                 cache: metrics_state.cache.clone(),
                 auth: metrics_state.auth.clone(),
+                coherence: metrics_state.coherence.clone(),
+                events_token,
             }),
         );
         svc.add_tcp(&admin.address);

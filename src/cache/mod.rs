@@ -918,6 +918,40 @@ impl ManifestCache {
         }
     }
 
+    /// Forgets every tag mapping and remembered 404 of `repo`, or of every
+    /// repository with `None`. For invalidations that name no reference (an
+    /// upstream event about a whole repository) and for a replica that may
+    /// have missed invalidations while its bus was down. Manifests by digest
+    /// are immutable and stay.
+    pub async fn flush_tags(&self, repo: Option<&RepoKey>) {
+        let bump_all = |cache: &Self| match repo {
+            Some(r) => cache.bump_epoch(r),
+            None => cache
+                .epochs
+                .iter()
+                .for_each(|e| _ = e.fetch_add(1, Ordering::AcqRel)),
+        };
+        bump_all(self);
+        let doomed: Vec<Key> = self
+            .inner
+            .iter()
+            .filter_map(|(k, v)| {
+                let of_repo = |r: &RepoKey| repo.is_none_or(|want| want == r);
+                match (&*k, &v) {
+                    (Key::Tag(t), _) if of_repo(t.repo()) => Some(Key::clone(&k)),
+                    (Key::Digest(d), Value::NotFound) if of_repo(d.repo()) => Some(Key::clone(&k)),
+                    _ => None,
+                }
+            })
+            .collect();
+        for k in doomed {
+            self.remove_tag_if(&k, |v| !matches!(v, Value::Manifest(_)))
+                .await;
+        }
+        // See `invalidate_tag`.
+        bump_all(self);
+    }
+
     /// Whether anything (manifest, mapping or 404) is cached under the key;
     /// for tests and debugging.
     pub fn contains_digest(&self, key: &DigestKey) -> bool {

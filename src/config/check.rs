@@ -103,6 +103,17 @@ pub fn check(c: &Config) -> Result<(), ConfigError> {
             "server.threads must be at least 1".into(),
         ));
     }
+    if let Some(bus) = &c.bus {
+        bus.validate().map_err(ConfigError::Other)?;
+    }
+    if let Some(events) = &c.events {
+        events.resolve_token().map_err(ConfigError::Other)?;
+        if c.admin.is_none() {
+            return Err(ConfigError::Other(
+                "events: upstream notifications are received on the admin listener; set admin.address".into(),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -171,6 +182,32 @@ server: { threads: 2, shutdown_timeout: 5s }
             let bad = OK.replace(from, to);
             assert!(Config::parse(&bad).is_err(), "{to}");
         }
+    }
+
+    #[test]
+    fn bus_and_events_are_checked_like_everything_else() {
+        let ok = format!(
+            "{OK}bus:\n  url: redis://127.0.0.1:6379\n  secret: 0123456789abcdef0123456789abcdef\nevents:\n  token: 0123456789abcdef\n"
+        );
+        Config::parse(&ok).unwrap();
+        let short = ok.replace("0123456789abcdef0123456789abcdef", "short");
+        assert!(Config::parse(&short)
+            .unwrap_err()
+            .to_string()
+            .contains("32 bytes"));
+        let env = ok.replace(
+            "secret: 0123456789abcdef0123456789abcdef",
+            "secret_env: MARGO_TEST_UNSET_VAR",
+        );
+        assert!(Config::parse(&env)
+            .unwrap_err()
+            .to_string()
+            .contains("MARGO_TEST_UNSET_VAR"));
+        let no_admin = ok.replace("admin:\n  address: 127.0.0.1:9090\n", "");
+        assert!(Config::parse(&no_admin)
+            .unwrap_err()
+            .to_string()
+            .contains("admin"));
     }
 
     #[test]

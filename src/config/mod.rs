@@ -75,6 +75,12 @@ pub struct Config {
     /// Rego admission policies. Absent: no policies are evaluated.
     #[serde(default)]
     pub policy: Option<crate::policy::PolicyConfig>,
+    /// The invalidation bus shared by replicas. Absent: caches are per replica.
+    #[serde(default)]
+    pub bus: Option<crate::bus::BusConfig>,
+    /// Upstream registries' push/delete notifications on the admin listener.
+    #[serde(default)]
+    pub events: Option<crate::bus::EventsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

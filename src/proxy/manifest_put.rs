@@ -92,12 +92,16 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         }
     }
     if answer.status().is_success() {
-        if let (Some(cache), Some(key), Some(reference)) = (
-            &proxy.state.cache,
+        if let (Some(key), Some(reference)) = (
             super::manifest_get::repo_key(ctx, &upstream),
             ctx.reference(),
         ) {
-            cache.on_manifest_put(&key, &reference).await;
+            let inv = crate::bus::Invalidation::ManifestPut {
+                upstream: key.upstream().to_owned(),
+                repository: key.repository().to_owned(),
+                reference,
+            };
+            proxy.state.coherence.announce(inv).await;
         }
     }
     let headers = answer.headers().clone();

@@ -46,10 +46,15 @@ pub struct ProxyState {
     pub public_url: Option<String>,
     pub limits: Limits,
     pub downstream_keepalive_secs: u64,
+    /// Every cache invalidation goes through here, so other replicas hear of it.
+    pub coherence: Arc<crate::bus::Coherence>,
 }
 
 impl ProxyState {
-    pub fn from_config(config: &Config) -> std::result::Result<Self, String> {
+    /// The state, and the bus worker to start when the config has a bus.
+    pub fn from_config(
+        config: &Config,
+    ) -> std::result::Result<(Self, Option<crate::bus::BusWorker>), String> {
         let upstreams = config
             .upstreams
             .iter()
@@ -60,6 +65,12 @@ impl ProxyState {
             .map_err(|e| e.to_string())?
             .map(Arc::new);
         let metrics = Metrics::new(&config.metrics).map_err(|e| e.to_string())?;
+        let (coherence, bus_worker) = crate::bus::Coherence::new(
+            cache.clone(),
+            upstreams.iter().map(|u| u.name.clone()).collect(),
+            metrics.registry(),
+            config.bus.as_ref(),
+        )?;
         let auth = match &config.auth {
             Some(a) => Some(Arc::new(
                 Authenticator::from_config(a).map_err(|e| format!("auth: {e}"))?,
@@ -72,7 +83,8 @@ impl ProxyState {
             )),
             None => None,
         };
-        Ok(ProxyState {
+        let state = ProxyState {
+            coherence,
             policy,
             upstreams,
             cache,
@@ -86,7 +98,8 @@ impl ProxyState {
                 .map(|u| u.value.trim_end_matches('/').to_owned()),
             limits: config.limits.clone(),
             downstream_keepalive_secs: config.timeouts.downstream_keepalive.as_secs(),
-        })
+        };
+        Ok((state, bus_worker))
     }
 }
 
@@ -137,12 +150,15 @@ impl MargoProxy {
     }
 
     async fn invalidate_after_delete(&self, ctx: &RequestCtx, upstream: &Upstream) {
-        if let (Some(cache), Some(key), Some(reference)) = (
-            &self.state.cache,
-            manifest_get::repo_key(ctx, upstream),
-            ctx.reference(),
-        ) {
-            cache.on_manifest_delete(&key, &reference).await;
+        if let (Some(key), Some(reference)) =
+            (manifest_get::repo_key(ctx, upstream), ctx.reference())
+        {
+            let inv = crate::bus::Invalidation::ManifestDelete {
+                upstream: key.upstream().to_owned(),
+                repository: key.repository().to_owned(),
+                reference,
+            };
+            self.state.coherence.announce(inv).await;
         }
     }
 

@@ -225,6 +225,10 @@ impl Proc {
         Ok(Proc { child, log })
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn log_lines(&self) -> Vec<String> {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
@@ -253,6 +257,8 @@ pub struct RegistryOptions {
     /// A raw `auth:` section (e.g. `auth: token` pointing at a test issuer); wins over
     /// `htpasswd`.
     pub auth_yaml: Option<String>,
+    /// More top-level sections, e.g. `notifications:`.
+    pub extra_yaml: Option<String>,
 }
 
 impl Registry {
@@ -296,6 +302,7 @@ impl Registry {
                 storage.display(),
                 ports[0]
             );
+            let config = format!("{config}{}", opts.extra_yaml.as_deref().unwrap_or_default());
             std::fs::write(&config_path, config).expect("write registry config");
             let mut cmd = Command::new("docker-registry");
             cmd.arg("serve").arg(&config_path);
@@ -369,12 +376,37 @@ impl Proxy {
     /// Starts the proxy with `config` (YAML), where `{listen}` and `{admin}` are replaced
     /// by fresh ports.
     pub fn start(config: &str) -> Proxy {
+        Self::start_inner(config, None)
+    }
+
+    /// [`Self::start`] with the admin port chosen by the caller (who had to tell
+    /// another server about it first).
+    pub fn start_on(config: &str, admin_port: u16) -> Proxy {
+        let p = Self::start_inner(config, Some(admin_port));
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", admin_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "admin listener {admin_port} never opened"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+
+    fn start_inner(config: &str, fixed_admin: Option<u16>) -> Proxy {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("proxy.yaml");
         // The admin port is waited for only when the config has an admin listener.
-        let count = if config.contains("{admin}") { 2 } else { 1 };
+        let count = if config.contains("{admin}") && fixed_admin.is_none() {
+            2
+        } else {
+            1
+        };
         let (proc, ports) = Proc::start("margo-proxy", count, |ports| {
-            let admin = ports.get(1).copied().unwrap_or_else(free_port);
+            let admin = fixed_admin
+                .or(ports.get(1).copied())
+                .unwrap_or_else(free_port);
             let text = config
                 .replace("{listen}", &format!("127.0.0.1:{}", ports[0]))
                 .replace("{admin}", &format!("127.0.0.1:{admin}"))
@@ -387,7 +419,7 @@ impl Proxy {
         });
         Proxy {
             port: ports[0],
-            admin_port: ports.get(1).copied().unwrap_or(0),
+            admin_port: fixed_admin.or(ports.get(1).copied()).unwrap_or(0),
             proc,
             config_path,
             _dir: dir,
@@ -578,5 +610,48 @@ impl Drop for Idp {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A throw-away `redis-server` (Debian's), no persistence; can be stopped and started
+/// again on the same port to test what survives an outage.
+pub struct Redis {
+    pub port: u16,
+    proc: Option<Proc>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = free_port();
+        let mut r = Redis { port, proc: None };
+        r.restart();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        self.proc = None;
+    }
+
+    pub fn restart(&mut self) {
+        self.proc = None;
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &self.port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        match Proc::spawn(cmd, &[self.port], "redis-server") {
+            Ok(p) => self.proc = Some(p),
+            Err(PortTaken(why)) => panic!("redis-server could not take port {}: {why}", self.port),
+        }
     }
 }
