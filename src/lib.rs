@@ -19,6 +19,7 @@ pub mod admin;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod downstream;
 pub mod logging;
 pub mod margo;
 pub mod metrics;
