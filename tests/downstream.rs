@@ -130,8 +130,12 @@ fn next_response(s: &mut TcpStream, buf: &mut Vec<u8>, pos: &mut usize, head: bo
 }
 
 fn assert_oci_error(body: &[u8], what: &str) -> serde_json::Value {
-    let v: serde_json::Value = serde_json::from_slice(body)
-        .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {:?}", String::from_utf8_lossy(body)));
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "{what}: not JSON ({e}): {:?}",
+            String::from_utf8_lossy(body)
+        )
+    });
     let first = &v["errors"][0];
     assert!(
         first["code"].is_string() && first["message"].is_string(),
@@ -176,7 +180,10 @@ fn a_started_response_is_cut_short_never_appended_to() {
         "the proxy appended to a started body: {:?}",
         String::from_utf8_lossy(body)
     );
-    assert_eq!(body, b"invalid range\n", "the upstream's bytes, and only them");
+    assert_eq!(
+        body, b"invalid range\n",
+        "the upstream's bytes, and only them"
+    );
 
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -186,10 +193,7 @@ fn a_started_response_is_cut_short_never_appended_to() {
             .find(|l| l.contains("margo_proxy::access") && l.contains("blob_get"));
         if let Some(line) = line {
             assert!(line.contains("status=416"), "real status logged: {line}");
-            assert!(
-                line.contains("prematurely closed"),
-                "cause logged: {line}"
-            );
+            assert!(line.contains("prematurely closed"), "cause logged: {line}");
             assert!(
                 !line.contains("upstream registry unavailable"),
                 "no invented refusal: {line}"
@@ -210,7 +214,8 @@ fn slowloris_connections_are_closed_within_the_header_timeout() {
         &reg.url(),
         "timeouts:\n  downstream_header: 2s\n",
     ));
-    let trickle = b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let trickle =
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     let started = Instant::now();
     let mut conns: Vec<(TcpStream, Vec<u8>, Option<Duration>)> = (0..100)
         .map(|_| {
@@ -303,7 +308,12 @@ fn oversized_request_heads_get_oci_errors() {
     };
     for (what, req, status, mentions) in [
         ("70 kB URL", long_url, 414, "request line"),
-        ("1 MiB header", big_header, 431, "limits.max_request_header_bytes"),
+        (
+            "1 MiB header",
+            big_header,
+            431,
+            "limits.max_request_header_bytes",
+        ),
         ("300 header fields", many_fields, 431, "header fields"),
     ] {
         let mut s = connect(&p);
@@ -319,7 +329,10 @@ fn oversized_request_heads_get_oci_errors() {
             text.starts_with(&format!("HTTP/1.1 {status}")),
             "{what}: {text}"
         );
-        assert!(text.to_lowercase().contains("connection: close"), "{what}: {text}");
+        assert!(
+            text.to_lowercase().contains("connection: close"),
+            "{what}: {text}"
+        );
         let body = &got[got.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4..];
         let v = assert_oci_error(body, what);
         assert!(
@@ -358,9 +371,11 @@ fn ambiguous_content_length_is_refused_and_never_forwarded() {
     ];
     for (what, repo, rest) in cases {
         let mut s = connect(&p);
-        let mut req =
-            format!("PUT /v2/framing/{repo}/blobs/uploads/0123?digest=sha256:{} HTTP/1.1\r\nHost: x\r\n", "0".repeat(64))
-                .into_bytes();
+        let mut req = format!(
+            "PUT /v2/framing/{repo}/blobs/uploads/0123?digest=sha256:{} HTTP/1.1\r\nHost: x\r\n",
+            "0".repeat(64)
+        )
+        .into_bytes();
         req.extend_from_slice(rest);
         s.write_all(&req).expect("send");
         let got = read_to_close(&mut s);
@@ -368,7 +383,10 @@ fn ambiguous_content_length_is_refused_and_never_forwarded() {
         assert!(text.starts_with("HTTP/1.1 400"), "{what}: {text}");
         let body = &got[got.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4..];
         let v = assert_oci_error(body, what);
-        assert_eq!(v["errors"][0]["detail"]["rule"], "rfc9112-6.3", "{what}: {v}");
+        assert_eq!(
+            v["errors"][0]["detail"]["rule"], "rfc9112-6.3",
+            "{what}: {v}"
+        );
         assert_eq!(
             reg.wait_for_requests("PUT", &format!("/v2/framing/{repo}/"), 1),
             0,
@@ -444,12 +462,13 @@ fn sigterm_lets_an_in_flight_download_finish_then_exits() {
         .collect();
     let digest = push_blob(&c, &reg.url(), "big/blob", &blob);
     drop(blob);
-    let mut p = Proxy::start(&proxy_config(
-        &reg.url(),
-        "  shutdown_timeout: 60s\n",
-    ));
+    let mut p = Proxy::start(&proxy_config(&reg.url(), "  shutdown_timeout: 60s\n"));
     let mut s = connect(&p);
-    write!(s, "GET /v2/big/blob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    write!(
+        s,
+        "GET /v2/big/blob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .expect("send");
     let mut got = Vec::with_capacity(257 << 20);
     let mut buf = vec![0u8; 1 << 20];
     while got.len() < 4 << 20 {
@@ -472,18 +491,18 @@ fn sigterm_lets_an_in_flight_download_finish_then_exits() {
         got.extend_from_slice(&buf[..n]);
     }
     let done = Instant::now();
-    let split = got
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("head")
-        + 4;
+    let split = got.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
     assert!(got.starts_with(b"HTTP/1.1 200"));
     assert_eq!(
         got.len() - split,
         256 << 20,
         "the download was cut after SIGTERM"
     );
-    assert_eq!(sha256(&got[split..]), digest, "the download is not byte-exact");
+    assert_eq!(
+        sha256(&got[split..]),
+        digest,
+        "the download is not byte-exact"
+    );
     let status = p
         .proc
         .wait_exit(Duration::from_secs(10))
@@ -507,7 +526,11 @@ fn client_disconnects_are_logged_at_info_with_the_cause() {
     let p = Proxy::start(&proxy_config(&reg.url(), ""));
     {
         let mut s = connect(&p);
-        write!(s, "GET /v2/gone/away/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+        write!(
+            s,
+            "GET /v2/gone/away/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .expect("send");
         let mut buf = vec![0u8; 65536];
         let n = s.read(&mut buf).expect("read");
         assert!(n > 0);
@@ -521,10 +544,7 @@ fn client_disconnects_are_logged_at_info_with_the_cause() {
             assert!(line.contains("cause="), "{line}");
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "no disconnect logged: {log:#?}"
-        );
+        assert!(Instant::now() < deadline, "no disconnect logged: {log:#?}");
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(300));
@@ -532,5 +552,8 @@ fn client_disconnects_are_logged_at_info_with_the_cause() {
         .into_iter()
         .filter(|l| l.contains("ERROR"))
         .collect();
-    assert!(errors.is_empty(), "a disconnect is not an error: {errors:#?}");
+    assert!(
+        errors.is_empty(),
+        "a disconnect is not an error: {errors:#?}"
+    );
 }

@@ -103,11 +103,33 @@ fn oci_route_parse_survives_mutations_and_round_trips() {
         "/v2/blobs/uploads/".into(),
     ];
     let interesting: &[&[u8]] = &[
-        b"/", b"//", b"..", b".", b"%3A", b"%3a", b":", b"sha256:", b"sha512:", b"manifests",
-        b"blobs", b"uploads", b"tags", b"list", b"referrers", b"_catalog", b"-", b"__", b"\0",
-        b"\xff", "é".as_bytes(), b"?", b"#", b" ", b"A",
+        b"/",
+        b"//",
+        b"..",
+        b".",
+        b"%3A",
+        b"%3a",
+        b":",
+        b"sha256:",
+        b"sha512:",
+        b"manifests",
+        b"blobs",
+        b"uploads",
+        b"tags",
+        b"list",
+        b"referrers",
+        b"_catalog",
+        b"-",
+        b"__",
+        b"\0",
+        b"\xff",
+        "é".as_bytes(),
+        b"?",
+        b"#",
+        b" ",
+        b"A",
     ];
-    let mut rng = Rng(0x5eed_0c1_f00d);
+    let mut rng = Rng(0x05ee_d0c1_f00d);
     let mut accepted = 0;
     for round in 0..ROUNDS {
         let seed = seeds[round % seeds.len()].as_bytes();
@@ -146,10 +168,23 @@ fn bearer_token_survives_mutations_and_round_trips() {
         b"",
     ];
     let interesting: &[&[u8]] = &[
-        b" ", b"  ", b"=", b"==", b"\t", b"\"", b",", b"Bearer ", b"bearer", b"\r\n", b"\0",
-        b"\xff", b".", b"+/", "é".as_bytes(),
+        b" ",
+        b"  ",
+        b"=",
+        b"==",
+        b"\t",
+        b"\"",
+        b",",
+        b"Bearer ",
+        b"bearer",
+        b"\r\n",
+        b"\0",
+        b"\xff",
+        b".",
+        b"+/",
+        "é".as_bytes(),
     ];
-    let mut rng = Rng(0xbea2_e2);
+    let mut rng = Rng(0x00be_a2e2);
     let mut accepted = 0;
     for round in 0..ROUNDS {
         let input = mutate(&mut rng, seeds[round % seeds.len()], interesting);

@@ -96,7 +96,11 @@ mod tests {
             )
         };
         assert!(check(&r, raw).is_some());
-        let raw = || bytes::Bytes::from_static(b"PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-Content-Length: 5\r\n\r\n");
+        let raw = || {
+            bytes::Bytes::from_static(
+                b"PUT /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nX-Content-Length: 5\r\n\r\n",
+            )
+        };
         assert!(check(&r, raw).is_none());
     }
 }

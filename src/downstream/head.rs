@@ -34,7 +34,9 @@ pub enum Scan {
     /// More bytes are needed.
     Incomplete,
     /// The head ends after `len` bytes of the chunk just scanned.
-    Complete { len: usize },
+    Complete {
+        len: usize,
+    },
     TooLarge(HeadLimit),
 }
 

@@ -87,13 +87,14 @@ impl Proc {
         self.child.id()
     }
 
-    /// Sends a signal (`TERM`, `INT`...) with `kill(1)`.
+    /// Sends a signal (`TERM`, `INT`...) with the shell's `kill` builtin (procps, with
+    /// `/usr/bin/kill`, is not in every Debian image).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{name} {}", self.pid()))
             .status()
-            .expect("kill(1)");
+            .expect("sh");
         assert!(status.success(), "kill -{name} failed");
     }
 
