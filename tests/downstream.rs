@@ -449,6 +449,25 @@ fn pipelined_requests_are_answered_in_order() {
     let last = next_response(&mut s, &mut buf, &mut pos, false);
     assert_eq!(last.status, 200);
     assert_eq!(last.body, b"{}");
+
+    // A pipelined PUT whose head arrives with the previous request and whose body comes
+    // later: the body must pass straight through (its head was never read from the socket).
+    let mut s = connect(&p);
+    write!(
+        s,
+        "GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\nPUT /v2/pipe/line/manifests/v2 HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\n\r\n",
+        manifest.len()
+    )
+    .expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(&manifest).expect("send body");
+    let started = Instant::now();
+    let (mut buf, mut pos) = (Vec::new(), 0);
+    let ping = next_response(&mut s, &mut buf, &mut pos, false);
+    let put = next_response(&mut s, &mut buf, &mut pos, false);
+    assert_eq!(ping.status, 200);
+    assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 /// Fault 7: SIGTERM during a 256 MiB download lets it finish byte-exact, refuses new
