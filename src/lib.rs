@@ -20,6 +20,7 @@ pub mod auth;
 pub mod bus;
 pub mod cache;
 pub mod config;
+pub mod downstream;
 pub mod logging;
 pub mod margo;
 pub mod metrics;

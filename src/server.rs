@@ -1,15 +1,20 @@
 //! From a checked config to running Pingora services, with Pingora's defaults (one
-//! thread, five-minute shutdown) replaced by the config's.
+//! thread, five-minute shutdown that cuts in-flight requests) replaced by the config's
+//! and by [`crate::downstream`]'s connection guard and shutdown drain.
 
 use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
 use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::downstream::drain::{Drain, DrainingShutdown};
+use crate::downstream::guard::HeadPolicy;
+use crate::downstream::head::{self, HeadLimits};
+use crate::downstream::DownstreamApp;
 use crate::proxy::{MargoProxy, ProxyState};
 
 #[derive(Debug, thiserror::Error)]
@@ -18,13 +23,21 @@ pub enum ServeError {
     Setup(String),
 }
 
+/// A built server and the shutdown that drains it.
+pub struct Built {
+    pub server: Server,
+    pub shutdown: DrainingShutdown,
+}
+
 /// Builds the server. Split from [`run`] so tests can inspect what would be started.
-pub fn build(config: &Config) -> Result<Server, ServeError> {
+pub fn build(config: &Config) -> Result<Built, ServeError> {
     crate::install_crypto_provider();
     let conf = ServerConf {
         threads: config.server.threads,
-        grace_period_seconds: Some(config.server.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(config.server.shutdown_timeout.as_secs()),
+        // The drain (see `downstream::drain`) exits as soon as the last connection is
+        // done; Pingora's fixed sleep is only the backstop behind it.
+        grace_period_seconds: Some(config.server.shutdown_timeout.as_secs() + 2),
+        graceful_shutdown_timeout_seconds: Some(1),
         // The registry port must not retry non-idempotent uploads on its own.
         max_retries: 1,
         work_stealing: config.server.work_stealing,
@@ -49,12 +62,30 @@ pub fn build(config: &Config) -> Result<Server, ServeError> {
     }
     let upstreams = state.upstreams.clone();
     let metrics_state = state.clone();
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let drain = std::sync::Arc::new(Drain::default());
+    let head_policy = HeadPolicy {
+        timeout: config.timeouts.downstream_header,
+        limits: HeadLimits {
+            max_bytes: usize::try_from(config.limits.max_request_header_bytes)
+                .unwrap_or(usize::MAX),
+            max_request_line: head::MAX_REQUEST_LINE,
+            max_fields: head::MAX_FIELDS,
+        },
+    };
+    let app = pingora::proxy::http_proxy(
         &server.configuration,
         MargoProxy {
             state: state.clone(),
         },
-        "margo-proxy registry",
+    );
+    let mut proxy = Service::new(
+        "margo-proxy registry".to_owned(),
+        DownstreamApp::new(
+            app,
+            head_policy,
+            drain.clone(),
+            config.timeouts.downstream_keepalive.as_secs(),
+        ),
     );
     for l in &config.listeners {
         let l = &l.value;
@@ -86,17 +117,27 @@ pub fn build(config: &Config) -> Result<Server, ServeError> {
         svc.add_tcp(&admin.address);
         server.add_service(svc);
     }
-    Ok(server)
+    Ok(Built {
+        server,
+        shutdown: DrainingShutdown {
+            drain,
+            grace_period: config.server.grace_period,
+            shutdown_timeout: config.server.shutdown_timeout,
+        },
+    })
 }
 
-/// Runs until SIGTERM/SIGINT (graceful) or SIGQUIT.
+/// Runs until SIGTERM, SIGINT or SIGQUIT, then drains (see [`DrainingShutdown`]).
 pub fn run(config: &Config) -> Result<(), ServeError> {
-    let server = build(config)?;
+    let Built { server, shutdown } = build(config)?;
     tracing::info!(
         listeners = ?config.listeners.iter().map(|l| l.value.address.as_str()).collect::<Vec<_>>(),
         "margo-proxy starting"
     );
-    server.run_forever()
+    server.run(RunArgs {
+        shutdown_signal: Box::new(shutdown),
+    });
+    std::process::exit(0)
 }
 
 /// Hot reload of the Rego policies: the file watcher, and SIGHUP for an explicit reload.

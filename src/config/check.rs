@@ -114,6 +114,24 @@ pub fn check(c: &Config) -> Result<(), ConfigError> {
             ));
         }
     }
+    check_downstream(c)?;
+    Ok(())
+}
+
+/// A zero header timeout would refuse every request; a head cap below 1 KiB refuses
+/// ordinary ones, and above Pingora's own 1 MiB it would never apply.
+fn check_downstream(c: &Config) -> Result<(), ConfigError> {
+    if c.timeouts.downstream_header.is_zero() {
+        return Err(ConfigError::Other(
+            "timeouts.downstream_header must be more than 0s".into(),
+        ));
+    }
+    let head = c.limits.max_request_header_bytes;
+    if !(1 << 10..1 << 20).contains(&head) {
+        return Err(ConfigError::Other(format!(
+            "limits.max_request_header_bytes must be between 1KiB and 1MiB (below Pingora's own cap), not {head}"
+        )));
+    }
     Ok(())
 }
 
@@ -148,6 +166,19 @@ server: { threads: 2, shutdown_timeout: 5s }
         assert_eq!(c.timeouts.connect, Duration::from_secs(2));
         assert_eq!(c.timeouts.idle, Duration::from_secs(60));
         assert_eq!(c.server.threads, 2);
+    }
+
+    #[test]
+    fn downstream_limits_are_checked() {
+        let c = Config::parse(OK).unwrap();
+        assert_eq!(c.timeouts.downstream_header, Duration::from_secs(10));
+        assert_eq!(c.limits.max_request_header_bytes, 64 << 10);
+        let zero = OK.replace("read: 30s }", "read: 30s, downstream_header: 0s }");
+        let e = Config::parse(&zero).unwrap_err().to_string();
+        assert!(e.contains("timeouts.downstream_header"), "{e}");
+        let huge = format!("{OK}limits: {{ max_request_header_bytes: 2MiB }}\n");
+        let e = Config::parse(&huge).unwrap_err().to_string();
+        assert!(e.contains("limits.max_request_header_bytes"), "{e}");
     }
 
     #[test]

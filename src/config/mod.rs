@@ -257,6 +257,14 @@ pub struct Timeouts {
     /// Longest wait for a client's next request on a keep-alive connection.
     #[serde(default = "d_idle", with = "duration")]
     pub downstream_keepalive: Duration,
+    /// Longest time a client may take to send a request's head (request line and
+    /// header fields), from accept or from the head's first byte (slowloris).
+    #[serde(default = "d_downstream_header", with = "duration")]
+    pub downstream_header: Duration,
+}
+
+fn d_downstream_header() -> Duration {
+    Duration::from_secs(10)
 }
 
 fn d_connect() -> Duration {
@@ -277,6 +285,7 @@ impl Default for Timeouts {
             write: d_read(),
             idle: d_idle(),
             downstream_keepalive: d_idle(),
+            downstream_header: d_downstream_header(),
         }
     }
 }
@@ -290,6 +299,14 @@ pub struct Limits {
     /// Largest blob the proxy reads itself for admission (descriptions, compose archives).
     #[serde(default = "d_admission_blob", with = "size")]
     pub max_admission_blob_bytes: u64,
+    /// Largest request head (request line and header fields) a client may send; bigger
+    /// heads get `431` with an OCI body. Pingora's own limit is 1 MiB, answered bare.
+    #[serde(default = "d_request_header", with = "size")]
+    pub max_request_header_bytes: u64,
+}
+
+fn d_request_header() -> u64 {
+    64 << 10
 }
 
 fn d_manifest() -> u64 {
@@ -304,6 +321,7 @@ impl Default for Limits {
         Limits {
             max_manifest_bytes: d_manifest(),
             max_admission_blob_bytes: d_admission_blob(),
+            max_request_header_bytes: d_request_header(),
         }
     }
 }

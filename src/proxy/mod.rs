@@ -4,6 +4,7 @@
 mod access;
 mod admission;
 pub mod ctx;
+mod downstream;
 mod manifest_get;
 mod manifest_put;
 mod policy;
@@ -333,6 +334,9 @@ impl ProxyHttp for MargoProxy {
                 .authority()
                 .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok()),
         };
+        if downstream::refuse_bad_framing(session, ctx).await? {
+            return Ok(true);
+        }
         if access::token_endpoint(self, session, ctx).await? {
             return Ok(true);
         }
@@ -523,36 +527,20 @@ impl ProxyHttp for MargoProxy {
         e: &Error,
         ctx: &mut Box<RequestCtx>,
     ) -> FailToProxy {
-        let (code, message) = match e.etype() {
-            ErrorType::HTTPStatus(code) => (*code, "request refused".to_owned()),
-            _ => match e.esource() {
-                pingora::ErrorSource::Upstream => (502, "upstream registry unavailable".to_owned()),
-                pingora::ErrorSource::Downstream => match e.etype() {
-                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
-                        (0, String::new())
-                    }
-                    _ => (400, "bad request".to_owned()),
-                },
-                _ => (502, "upstream registry unavailable".to_owned()),
-            },
-        };
-        if e.esource() == &pingora::ErrorSource::Upstream {
-            if let Some(u) = self.upstream_of(ctx) {
-                self.state
-                    .metrics
-                    .upstream_error(&u.name, upstream_error_kind(e));
-            }
-        }
-        if code > 0 {
-            let err = OciError::new(OciErrorCode::Unavailable, message).with_status(code);
-            if let Err(write_err) = respond::oci_error(session, ctx, &err).await {
-                tracing::debug!(error = %write_err, "could not send error response");
-            }
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        downstream::fail_to_proxy(self, session, e, ctx).await
+    }
+
+    fn suppress_error_log(&self, session: &Session, ctx: &Box<RequestCtx>, e: &Error) -> bool {
+        downstream::quiet_disconnect(session, ctx, e)
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut Box<RequestCtx>,
+    ) -> Result<()> {
+        downstream::head_read(session);
+        Ok(())
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<RequestCtx>) {

@@ -1,0 +1,578 @@
+//! The client side of the proxy, driven with raw TCP clients against the real binary in
+//! front of a real `docker-registry`: responses that fail after they started, slow and
+//! oversized request heads, ambiguous framing, pipelining, graceful shutdown, and how
+//! client disconnects are logged.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::{http, push_blob, sha256, Proxy, Registry};
+
+fn proxy_config(upstream: &str, extra: &str) -> String {
+    format!(
+        "listeners:\n  - address: \"{{listen}}\"\nupstreams:\n  - name: main\n    url: {upstream}\nserver:\n  threads: 2\n{extra}"
+    )
+}
+
+/// Log lines without the ANSI colour codes of the text format.
+fn plain_log(p: &Proxy) -> Vec<String> {
+    p.proc
+        .log_lines()
+        .into_iter()
+        .map(|l| {
+            let mut out = String::new();
+            let mut chars = l.chars();
+            while let Some(c) = chars.next() {
+                if c == '\u{1b}' {
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        })
+        .collect()
+}
+
+fn connect(p: &Proxy) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect to the proxy");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("read timeout");
+    s
+}
+
+/// Everything the server sends until it closes (or 20 s pass: then the test fails).
+fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return out,
+            Err(e) => panic!(
+                "the server did not close the connection: {e}; got {:?}",
+                String::from_utf8_lossy(&out)
+            ),
+        }
+    }
+}
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response with a Content-Length body (none for HEAD) from `buf` at `*pos`,
+/// reading more from `s` as needed.
+fn next_response(s: &mut TcpStream, buf: &mut Vec<u8>, pos: &mut usize, head: bool) -> Response {
+    let mut chunk = [0u8; 65536];
+    let end = loop {
+        if let Some(i) = buf[*pos..].windows(4).position(|w| w == b"\r\n\r\n") {
+            break *pos + i + 4;
+        }
+        let n = s.read(&mut chunk).expect("read response head");
+        assert!(
+            n > 0,
+            "connection closed before a response: {:?}",
+            String::from_utf8_lossy(&buf[*pos..])
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let text = String::from_utf8_lossy(&buf[*pos..end]).into_owned();
+    let mut lines = text.split("\r\n");
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let len: usize = if head {
+        0
+    } else {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.parse().ok())
+            .expect("Content-Length")
+    };
+    while buf.len() < end + len {
+        let n = s.read(&mut chunk).expect("read response body");
+        assert!(n > 0, "connection closed in a response body");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    *pos = end + len;
+    Response {
+        status,
+        headers,
+        body: buf[end..end + len].to_vec(),
+    }
+}
+
+fn assert_oci_error(body: &[u8], what: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_else(|e| {
+        panic!(
+            "{what}: not JSON ({e}): {:?}",
+            String::from_utf8_lossy(body)
+        )
+    });
+    let first = &v["errors"][0];
+    assert!(
+        first["code"].is_string() && first["message"].is_string(),
+        "{what}: not an OCI error body: {v}"
+    );
+    v
+}
+
+/// Fault 2: docker-registry answers `Range: bytes=500-0` with 416, `Content-Length:
+/// 2048` and a 14-byte body. The proxy used to append its own error JSON to that body.
+#[test]
+fn a_started_response_is_cut_short_never_appended_to() {
+    let reg = Registry::start();
+    let c = http();
+    let blob: Vec<u8> = (0..2048u32).map(|i| (i * 7) as u8).collect();
+    let digest = push_blob(&c, &reg.url(), "cut/short", &blob);
+    let p = Proxy::start(&proxy_config(&reg.url(), ""));
+
+    let mut s = connect(&p);
+    write!(
+        s,
+        "GET /v2/cut/short/blobs/{digest} HTTP/1.1\r\nHost: x\r\nRange: bytes=500-0\r\n\r\n"
+    )
+    .expect("send");
+    let got = read_to_close(&mut s);
+    let split = got
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&got[..split]).to_lowercase();
+    let body = &got[split..];
+    assert!(head.starts_with("http/1.1 416"), "{head}");
+    assert!(head.contains("content-length: 2048"), "{head}");
+    assert!(
+        body.len() < 2048,
+        "the body must stay short of its announced length, got {} bytes",
+        body.len()
+    );
+    assert!(
+        !String::from_utf8_lossy(body).contains("errors"),
+        "the proxy appended to a started body: {:?}",
+        String::from_utf8_lossy(body)
+    );
+    assert_eq!(
+        body, b"invalid range\n",
+        "the upstream's bytes, and only them"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let log = plain_log(&p);
+        let line = log
+            .iter()
+            .find(|l| l.contains("margo_proxy::access") && l.contains("blob_get"));
+        if let Some(line) = line {
+            assert!(line.contains("status=416"), "real status logged: {line}");
+            assert!(line.contains("prematurely closed"), "cause logged: {line}");
+            assert!(
+                !line.contains("upstream registry unavailable"),
+                "no invented refusal: {line}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no access log line: {log:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Fault 5: 100 connections sending one header byte per second are all closed (with a
+/// 408 OCI error) within the header timeout, while a normal client is still served.
+#[test]
+fn slowloris_connections_are_closed_within_the_header_timeout() {
+    let reg = Registry::start();
+    let p = Proxy::start(&proxy_config(
+        &reg.url(),
+        "timeouts:\n  downstream_header: 2s\n",
+    ));
+    let trickle =
+        b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let started = Instant::now();
+    let mut conns: Vec<(TcpStream, Vec<u8>, Option<Duration>)> = (0..100)
+        .map(|_| {
+            let s = TcpStream::connect(("127.0.0.1", p.port)).expect("connect");
+            s.set_nonblocking(true).expect("nonblocking");
+            (s, Vec::new(), None)
+        })
+        .collect();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_secs(8) && conns.iter().any(|c| c.2.is_none()) {
+        for (s, got, closed) in conns.iter_mut().filter(|c| c.2.is_none()) {
+            if sent < trickle.len() {
+                let _ = s.write(&trickle[sent..sent + 1]);
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => {
+                        *closed = Some(started.elapsed());
+                        break;
+                    }
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        *closed = Some(started.elapsed());
+                        break;
+                    }
+                }
+            }
+        }
+        sent += 1;
+        if sent == 1 {
+            // Meanwhile an ordinary client is served at once.
+            let r = http()
+                .get(format!("{}/v2/", p.url()))
+                .send()
+                .expect("normal request");
+            assert_eq!(r.status(), 200);
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    for (i, (_, got, closed)) in conns.iter().enumerate() {
+        let closed = closed.unwrap_or_else(|| panic!("connection {i} still open after 8 s"));
+        assert!(
+            closed < Duration::from_secs(5),
+            "connection {i} closed only after {closed:?} (timeout 2 s)"
+        );
+        let text = String::from_utf8_lossy(got);
+        assert!(text.starts_with("HTTP/1.1 408"), "connection {i}: {text}");
+        let body = &got[got.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4..];
+        let v = assert_oci_error(body, "408");
+        assert!(
+            v["errors"][0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("timeouts.downstream_header"),
+            "{v}"
+        );
+    }
+    let errors: Vec<_> = plain_log(&p)
+        .into_iter()
+        .filter(|l| l.contains("ERROR"))
+        .collect();
+    assert!(errors.is_empty(), "refusals are not errors: {errors:?}");
+}
+
+/// Fault 11: heads the proxy refuses get an OCI body, not Pingora's empty 400.
+#[test]
+fn oversized_request_heads_get_oci_errors() {
+    let reg = Registry::start();
+    let p = Proxy::start(&proxy_config(&reg.url(), ""));
+    let long_url = format!(
+        "GET /v2/a/manifests/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(70_000)
+    )
+    .into_bytes();
+    let big_header = {
+        let mut h = b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+        h.extend(std::iter::repeat_n(b'b', 1 << 20));
+        h.extend_from_slice(b"\r\n\r\n");
+        h
+    };
+    let many_fields = {
+        let mut h = b"GET /v2/ HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..300 {
+            h.extend(format!("X-F{i}: v\r\n").bytes());
+        }
+        h.extend_from_slice(b"\r\n");
+        h
+    };
+    for (what, req, status, mentions) in [
+        ("70 kB URL", long_url, 414, "request line"),
+        (
+            "1 MiB header",
+            big_header,
+            431,
+            "limits.max_request_header_bytes",
+        ),
+        ("300 header fields", many_fields, 431, "header fields"),
+    ] {
+        let mut s = connect(&p);
+        let mut w = s.try_clone().expect("clone");
+        // The proxy answers before the client is done sending: write from a thread.
+        let writer = std::thread::spawn(move || {
+            let _ = w.write_all(&req);
+        });
+        let got = read_to_close(&mut s);
+        let _ = writer.join();
+        let text = String::from_utf8_lossy(&got);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status}")),
+            "{what}: {text}"
+        );
+        assert!(
+            text.to_lowercase().contains("connection: close"),
+            "{what}: {text}"
+        );
+        let body = &got[got.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4..];
+        let v = assert_oci_error(body, what);
+        assert!(
+            v["errors"][0]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(mentions),
+            "{what}: {v}"
+        );
+    }
+    // An ordinary head still passes, right at the size of a big bearer token.
+    let r = http()
+        .get(format!("{}/v2/", p.url()))
+        .header("X-Token", "t".repeat(16 * 1024))
+        .send()
+        .expect("request with a 16 KiB header");
+    assert_eq!(r.status(), 200);
+}
+
+/// Fault 6: ambiguous framing is refused with 400 and never reaches the upstream.
+#[test]
+fn ambiguous_content_length_is_refused_and_never_forwarded() {
+    let reg = Registry::start();
+    let p = Proxy::start(&proxy_config(&reg.url(), ""));
+    let cases: [(&str, &str, &[u8]); 2] = [
+        (
+            "duplicate Content-Length",
+            "dup",
+            b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        ),
+        (
+            "Content-Length with Transfer-Encoding",
+            "te",
+            b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        ),
+    ];
+    for (what, repo, rest) in cases {
+        let mut s = connect(&p);
+        let mut req = format!(
+            "PUT /v2/framing/{repo}/blobs/uploads/0123?digest=sha256:{} HTTP/1.1\r\nHost: x\r\n",
+            "0".repeat(64)
+        )
+        .into_bytes();
+        req.extend_from_slice(rest);
+        s.write_all(&req).expect("send");
+        let got = read_to_close(&mut s);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 400"), "{what}: {text}");
+        let body = &got[got.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4..];
+        let v = assert_oci_error(body, what);
+        assert_eq!(
+            v["errors"][0]["detail"]["rule"], "rfc9112-6.3",
+            "{what}: {v}"
+        );
+        assert_eq!(
+            reg.wait_for_requests("PUT", &format!("/v2/framing/{repo}/"), 1),
+            0,
+            "{what}: forwarded upstream"
+        );
+    }
+}
+
+/// Fault 12: pipelined requests are answered in order (RFC 9112 §9.3.2), whether the
+/// upstream or the proxy's cache answers them.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let reg = Registry::start();
+    let c = http();
+    let layer = push_blob(&c, &reg.url(), "pipe/line", b"layer");
+    push_blob(&c, &reg.url(), "pipe/line", common::EMPTY_CONFIG.as_bytes());
+    let manifest = common::image_manifest(
+        &[(layer, 5, "application/vnd.oci.image.layer.v1.tar")],
+        None,
+    );
+    let r = common::put_manifest(&c, &reg.url(), "pipe/line", "v1", &manifest);
+    assert_eq!(r.status(), 201);
+    let p = Proxy::start(&proxy_config(&reg.url(), ""));
+    let accept = "Accept: application/vnd.oci.image.manifest.v1+json\r\n";
+
+    // Two GETs the upstream answers.
+    let mut s = connect(&p);
+    s.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\nGET /v2/pipe/line/tags/list HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let (mut buf, mut pos) = (Vec::new(), 0);
+    let first = next_response(&mut s, &mut buf, &mut pos, false);
+    let second = next_response(&mut s, &mut buf, &mut pos, false);
+    assert_eq!((first.status, second.status), (200, 200));
+    assert!(String::from_utf8_lossy(&second.body).contains("v1"));
+
+    // HEAD then GET of a manifest (the first pull fills the cache).
+    let mut s = connect(&p);
+    write!(
+        s,
+        "HEAD /v2/pipe/line/manifests/v1 HTTP/1.1\r\nHost: x\r\n{accept}\r\nGET /v2/pipe/line/manifests/v1 HTTP/1.1\r\nHost: x\r\n{accept}\r\n"
+    )
+    .expect("send");
+    let (mut buf, mut pos) = (Vec::new(), 0);
+    let head = next_response(&mut s, &mut buf, &mut pos, true);
+    let get = next_response(&mut s, &mut buf, &mut pos, false);
+    assert_eq!((head.status, get.status), (200, 200));
+    assert_eq!(get.body, manifest);
+
+    // Three GETs the cache answers (respond::write), then one the upstream answers.
+    let mut s = connect(&p);
+    let one = format!("GET /v2/pipe/line/manifests/v1 HTTP/1.1\r\nHost: x\r\n{accept}\r\n");
+    write!(s, "{one}{one}{one}GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
+    let (mut buf, mut pos) = (Vec::new(), 0);
+    for i in 0..3 {
+        let r = next_response(&mut s, &mut buf, &mut pos, false);
+        assert_eq!(r.status, 200, "cached answer {i}");
+        assert_eq!(r.body, manifest, "cached answer {i}");
+        assert!(r.header("x-request-id").is_some());
+    }
+    let last = next_response(&mut s, &mut buf, &mut pos, false);
+    assert_eq!(last.status, 200);
+    assert_eq!(last.body, b"{}");
+
+    // A pipelined PUT whose head arrives with the previous request and whose body comes
+    // later: the body must pass straight through (its head was never read from the socket).
+    let mut s = connect(&p);
+    write!(
+        s,
+        "GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\nPUT /v2/pipe/line/manifests/v2 HTTP/1.1\r\nHost: x\r\nContent-Type: application/vnd.oci.image.manifest.v1+json\r\nContent-Length: {}\r\n\r\n",
+        manifest.len()
+    )
+    .expect("send");
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(&manifest).expect("send body");
+    let started = Instant::now();
+    let (mut buf, mut pos) = (Vec::new(), 0);
+    let ping = next_response(&mut s, &mut buf, &mut pos, false);
+    let put = next_response(&mut s, &mut buf, &mut pos, false);
+    assert_eq!(ping.status, 200);
+    assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+/// Fault 7: SIGTERM during a 256 MiB download lets it finish byte-exact, refuses new
+/// connections, and the process exits right after, long before `shutdown_timeout`.
+#[test]
+fn sigterm_lets_an_in_flight_download_finish_then_exits() {
+    let reg = Registry::start();
+    let c = http();
+    let blob: Vec<u8> = (0..256u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let digest = push_blob(&c, &reg.url(), "big/blob", &blob);
+    drop(blob);
+    let mut p = Proxy::start(&proxy_config(&reg.url(), "  shutdown_timeout: 60s\n"));
+    let mut s = connect(&p);
+    write!(
+        s,
+        "GET /v2/big/blob/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .expect("send");
+    let mut got = Vec::with_capacity(257 << 20);
+    let mut buf = vec![0u8; 1 << 20];
+    while got.len() < 4 << 20 {
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0, "closed early");
+        got.extend_from_slice(&buf[..n]);
+    }
+    p.proc.signal("TERM");
+    // Stay slow for a while: the download must outlive the signal by seconds.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        TcpStream::connect(("127.0.0.1", p.port)).is_err(),
+        "the listener still accepts after SIGTERM"
+    );
+    loop {
+        let n = s.read(&mut buf).expect("read after SIGTERM");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    let done = Instant::now();
+    let split = got.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+    assert!(got.starts_with(b"HTTP/1.1 200"));
+    assert_eq!(
+        got.len() - split,
+        256 << 20,
+        "the download was cut after SIGTERM"
+    );
+    assert_eq!(
+        sha256(&got[split..]),
+        digest,
+        "the download is not byte-exact"
+    );
+    let status = p
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("the proxy still runs 10 s after its last request");
+    assert!(
+        done.elapsed() < Duration::from_secs(5),
+        "exit took {:?} after the last request",
+        done.elapsed()
+    );
+    assert!(status.success(), "exit status {status}");
+}
+
+/// Fault 13: a client that goes away mid-download is routine: logged at info with the
+/// cause, not at ERROR.
+#[test]
+fn client_disconnects_are_logged_at_info_with_the_cause() {
+    let reg = Registry::start();
+    let c = http();
+    let blob = vec![7u8; 32 << 20];
+    let digest = push_blob(&c, &reg.url(), "gone/away", &blob);
+    let p = Proxy::start(&proxy_config(&reg.url(), ""));
+    {
+        let mut s = connect(&p);
+        write!(
+            s,
+            "GET /v2/gone/away/blobs/{digest} HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        .expect("send");
+        let mut buf = vec![0u8; 65536];
+        let n = s.read(&mut buf).expect("read");
+        assert!(n > 0);
+        s.shutdown(std::net::Shutdown::Both).expect("shutdown");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = plain_log(&p);
+        if let Some(line) = log.iter().find(|l| l.contains("client disconnected")) {
+            assert!(line.contains(" INFO "), "{line}");
+            assert!(line.contains("cause="), "{line}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no disconnect logged: {log:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let errors: Vec<_> = plain_log(&p)
+        .into_iter()
+        .filter(|l| l.contains("ERROR"))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "a disconnect is not an error: {errors:#?}"
+    );
+}
