@@ -62,6 +62,28 @@ use entry::{Value, ENTRY_OVERHEAD};
 use key::Key;
 use stats::{bump, Counters};
 
+/// How the cache answered a manifest read (the `X-Margo-Cache` header, the access
+/// log's `cache` field and the pull policy's `cache_hit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Served from the cache without asking the upstream.
+    Hit,
+    /// Fetched from the upstream just now (and cached when it could be).
+    Miss,
+    /// A stale tag mapping served because the upstream is unreachable.
+    Stale,
+}
+
+impl CacheResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Stale => "stale",
+        }
+    }
+}
+
 /// What a fetcher learnt from an upstream manifest GET.
 #[derive(Debug, Clone)]
 pub enum Fetched {
