@@ -639,6 +639,9 @@ impl ProxyHttp for MargoProxy {
             }
         }
         if code > 0 {
+            // The connection is not reused (below): say so, or a keep-alive client
+            // sends its next request into a closing socket and gets a reset.
+            session.set_keepalive(None);
             let err = OciError::new(OciErrorCode::Unavailable, message).with_status(code);
             if let Err(write_err) = respond::oci_error(session, ctx, &err).await {
                 tracing::debug!(error = %write_err, "could not send error response");
