@@ -375,13 +375,6 @@ fn tag_and_delete_policies_see_the_tags_and_the_descriptor() {
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["tags"], serde_json::json!(["1.0.0", "keep"]));
 
-    // A page the client asks for is the page the policy sees.
-    let r = c
-        .get(format!("{base}/v2/lib/listed/tags/list?n=1"))
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200, "the first page holds only 1.0.0");
-
     let protected_digest = sha256(&protected);
     let r = c
         .delete(format!("{base}/v2/lib/clean/manifests/{protected_digest}"))
@@ -398,7 +391,11 @@ fn tag_and_delete_policies_see_the_tags_and_the_descriptor() {
         .header("Accept", "application/vnd.oci.image.manifest.v1+json")
         .send()
         .unwrap();
-    assert_eq!(still.status(), 200, "the refused delete never reached the upstream");
+    assert_eq!(
+        still.status(),
+        200,
+        "the refused delete never reached the upstream"
+    );
     let r = c
         .delete(format!("{base}/v2/lib/clean/manifests/{}", sha256(&plain)))
         .send()

@@ -115,8 +115,9 @@ fn serve(
             match stream.read(&mut chunk) {
                 Ok(0) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::TimedOut =>
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.kind() == std::io::ErrorKind::TimedOut =>
                 {
                     if !alive() {
                         return;
@@ -251,7 +252,10 @@ fn a_silent_upstream_costs_one_timeout_with_the_cache_on() {
     std::thread::sleep(Duration::from_millis(300));
     let heads = up.heads();
     assert_eq!(heads.len(), 1, "{heads:?}");
-    assert!(heads[0].starts_with("HEAD /v2/a/manifests/1.0.0"), "{heads:?}");
+    assert!(
+        heads[0].starts_with("HEAD /v2/a/manifests/1.0.0"),
+        "{heads:?}"
+    );
 }
 
 #[test]
@@ -303,9 +307,7 @@ fn an_upstream_401_on_a_re_issued_push_is_retried_with_a_fresh_token() {
     let puts = Arc::new(AtomicUsize::new(0));
     let (tokens2, puts2) = (tokens.clone(), puts.clone());
     let up = FaultServer::start(move |port, head, _| {
-        let challenge = format!(
-            "Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fault\""
-        );
+        let challenge = format!("Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fault\"");
         if head.starts_with("GET /v2/ ") {
             Reply::Send(response(
                 "401 Unauthorized",

@@ -222,8 +222,15 @@ pub struct BodyStream {
 }
 
 impl BodyStream {
-    /// The next chunk; `None` at the end.
+    /// The next chunk; `None` at the end. A body announced larger than the limit is
+    /// refused before any of it is read.
     pub async fn next_chunk(&mut self) -> Result<Option<Bytes>, RegistryError> {
+        if self.seen == 0 && self.resp.content_length().is_some_and(|l| l > self.limit) {
+            return Err(RegistryError::TooLarge {
+                upstream: self.upstream.clone(),
+                limit: self.limit,
+            });
+        }
         let chunk = match tokio::time::timeout_at(self.deadline, self.resp.chunk()).await {
             Err(_) => {
                 return Err(RegistryError::Timeout {
@@ -349,14 +356,13 @@ impl<'u> Registry<'u> {
                     }
                 }
             }
-            if let Some(len) = sent.content_length() {
-                if len > req.max_body {
-                    return Err(RegistryError::TooLarge {
-                        upstream: self.name(),
-                        limit: req.max_body,
-                    });
-                }
-            }
+            // An error answer is read whole for the caller to relay or report; its
+            // size has nothing to do with what a successful answer may be.
+            let limit = if status.is_success() {
+                req.max_body
+            } else {
+                req.max_body.max(DEFAULT_MAX_BODY)
+            };
             return Ok(Streamed {
                 status,
                 headers: sent.headers().clone(),
@@ -365,7 +371,7 @@ impl<'u> Registry<'u> {
                     upstream: self.name(),
                     deadline,
                     after,
-                    limit: req.max_body,
+                    limit,
                     seen: 0,
                 },
             });
@@ -657,12 +663,6 @@ impl<'u> Registry<'u> {
                     after,
                 })?
                 .map_err(|e| transport_error(&self.upstream.name, after, &e))?;
-            if sent.content_length().is_some_and(|l| l > max) {
-                return Err(RegistryError::TooLarge {
-                    upstream: self.name(),
-                    limit: max,
-                });
-            }
             Streamed {
                 status: sent.status(),
                 headers: sent.headers().clone(),
