@@ -104,8 +104,8 @@ impl Refusal {
         let mut out = format!(
             "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}: {}\r\nConnection: close\r\n\r\n",
             body.len(),
-            crate::proxy::respond::API_VERSION.0,
-            crate::proxy::respond::API_VERSION.1,
+            crate::oci::headers::DOCKER_DISTRIBUTION_API_VERSION.as_str(),
+            crate::oci::headers::API_VERSION_VALUE,
         )
         .into_bytes();
         out.extend_from_slice(&body);

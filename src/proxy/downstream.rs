@@ -67,15 +67,26 @@ pub(super) async fn fail_to_proxy(
             can_reuse_downstream: false,
         };
     }
+    let deadline = ctx.header_deadline.as_ref().filter(|d| d.fired());
     let (code, message) = match e.etype() {
-        ErrorType::HTTPStatus(code) => (*code, "request refused"),
+        _ if deadline.is_some() => (
+            504,
+            format!(
+                "upstream sent no complete response head within {:?}",
+                deadline.map(|d| d.limit()).unwrap_or_default()
+            ),
+        ),
+        ErrorType::HTTPStatus(code) => (*code, "request refused".to_owned()),
         _ => match e.esource() {
-            ErrorSource::Downstream if is_disconnect(e) => (0, ""),
-            ErrorSource::Downstream => (400, "bad request"),
-            _ => (502, "upstream registry unavailable"),
+            ErrorSource::Downstream if is_disconnect(e) => (0, String::new()),
+            ErrorSource::Downstream => (400, "bad request".to_owned()),
+            _ => (502, "upstream registry unavailable".to_owned()),
         },
     };
     if code > 0 {
+        // The connection is not reused (below): say so, or a keep-alive client
+        // sends its next request into a closing socket and gets a reset.
+        session.set_keepalive(None);
         let err = OciError::new(OciErrorCode::Unavailable, message).with_status(code);
         if let Err(write_err) = respond::oci_error(session, ctx, &err).await {
             tracing::debug!(error = %write_err, "could not send error response");
