@@ -9,8 +9,8 @@ use http::header::{
 };
 use pingora::http::ResponseHeader;
 
-use super::digest::{sha256_digest, verify_digest};
 use super::error::ManifestError;
+use crate::oci::digest::{sha256_digest, verify_digest};
 
 /// `Docker-Content-Digest`.
 pub static DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");

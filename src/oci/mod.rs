@@ -6,7 +6,7 @@ pub mod error;
 pub mod name;
 pub mod path;
 
-pub use digest::Digest;
+pub use digest::{Digest, DigestError};
 pub use error::{OciError, OciErrorCode};
 pub use name::RepoName;
 pub use path::{OciRoute, Reference};

@@ -41,6 +41,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         Ok(a) => a,
         Err(e) => return respond::oci_error(session, ctx, &e).await,
     };
+    let warnings = crate::margo::admission::warning_headers(&admitted);
     let method = session.req_header().method.clone();
     if let Some(e) = super::policy::push(proxy, ctx, &method, &body, admitted).await {
         return respond::oci_error(session, ctx, &e).await;
@@ -124,6 +125,9 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
             };
             resp.append_header(*name, value)?;
         }
+    }
+    for w in warnings {
+        resp.append_header("Warning", w)?;
     }
     resp.insert_header("Content-Length", answer_body.len().to_string())?;
     resp.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;

@@ -81,7 +81,7 @@ pub(crate) fn check_compose_manifest(
                     .with_value(value(version)),
                 );
             }
-            if let Some(tag) = reference.tag().filter(|t| t != version) {
+            if let Some(tag) = reference.as_tag().filter(|t| t != version) {
                 out.push(
                     Violation::new(
                         RuleId::ComponentVersion,
@@ -193,7 +193,7 @@ mod tests {
             let c = check_manifest(
                 &bytes,
                 RouteKind::Component,
-                &Reference::parse(tag),
+                &reference(tag),
                 &ManifestOptions::default(),
             );
             c.report.assert_expected(name, want);
@@ -340,7 +340,7 @@ mod tests {
         let c = check_manifest(
             &bytes,
             RouteKind::Component,
-            &Reference::parse("1.2.3"),
+            &reference("1.2.3"),
             &ManifestOptions::default(),
         );
         assert!(

@@ -2,12 +2,12 @@
 
 use std::collections::HashMap;
 
-use crate::margo::digest::{verify_blob, EMPTY_JSON_DIGEST};
 use crate::margo::manifest::descriptor::{Descriptor, Manifest, OCI_EMPTY_JSON};
 use crate::margo::manifest::{check_oci_header, value, ManifestOptions, NextStep, Reference};
 use crate::margo::report::{FieldPath, Report, RuleId, Violation};
 use crate::margo::resources::{normalize_relative, ResourceKind, ResourceRefs};
 use crate::margo::validate::{validate_description, DescriptionCheck, DescriptionLimits};
+use crate::oci::digest::EMPTY_JSON_DIGEST;
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.margo.app.v1+json";
 pub const DESCRIPTION_MEDIA_TYPE: &str = "application/vnd.margo.app.description.v1+yaml";
@@ -150,7 +150,7 @@ fn check_empty_config(config: Option<&Descriptor>, out: &mut Report) {
     let ok = config.is_some_and(|c| {
         c.media_type == OCI_EMPTY_JSON
             && c.size == 2
-            && c.digest == EMPTY_JSON_DIGEST
+            && c.digest.is_empty_json()
             && c.data.as_deref().is_none_or(|d| d == "e30=")
     });
     if !ok {
@@ -229,7 +229,7 @@ pub fn check_tag(
     opts: &ManifestOptions,
     out: &mut Report,
 ) {
-    let (Some(tag), Some(version)) = (reference.tag(), version) else {
+    let (Some(tag), Some(version)) = (reference.as_tag(), version) else {
         return;
     };
     if tag == version || opts.extra_tags.iter().any(|t| t == tag) {
@@ -268,14 +268,14 @@ pub fn check_package_description(
     limits: &DescriptionLimits,
 ) -> PackageCheck {
     let mut report = Report::with_cap(limits.max_violations);
-    if let Err(e) = verify_blob(blob, &layer.digest, Some(layer.size)) {
+    if let Err(e) = layer.digest.verify(blob, Some(layer.size)) {
         report.push(
             Violation::new(
                 RuleId::BlobDigest,
                 FieldPath::root().key("layers"),
                 format!("the blob the descriptor names ({e})"),
             )
-            .with_value(value(&layer.digest)),
+            .with_value(value(&layer.digest.to_string())),
         );
         return PackageCheck {
             report,
@@ -308,7 +308,7 @@ mod tests {
         check_manifest(
             &bytes,
             RouteKind::App,
-            &Reference::parse("0.1.0"),
+            &reference("0.1.0"),
             &ManifestOptions::default(),
         )
     }
@@ -514,7 +514,7 @@ mod tests {
             l.extend(layers_extra.iter().cloned());
         }
         let bytes = serde_json::to_vec(&m).unwrap_or_default();
-        let reference = Reference::parse(reference);
+        let reference = super::super::testutil::reference(reference);
         let c = check_manifest(&bytes, RouteKind::App, &reference, opts);
         let (Some(manifest), NextStep::Description(layer)) = (c.manifest, c.next) else {
             panic!("first phase must pass: {:?}", c.report.violations());
@@ -664,7 +664,7 @@ mod tests {
     fn blob_digest_is_verified_before_parsing() {
         let m = package_manifest(DESC.as_bytes());
         let bytes = serde_json::to_vec(&m).unwrap_or_default();
-        let reference = Reference::parse("0.1.0");
+        let reference = reference("0.1.0");
         let c = check_manifest(
             &bytes,
             RouteKind::App,

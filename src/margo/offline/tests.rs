@@ -5,9 +5,9 @@ use serde_json::json;
 
 use super::*;
 use crate::margo::compose::testutil::{archive, valid as valid_archive, E};
-use crate::margo::digest::sha256_digest;
 use crate::margo::manifest::component::{COMPOSE_ARTIFACT_TYPE, COMPOSE_LAYER_MEDIA_TYPE};
 use crate::margo::manifest::testutil::{desc, empty_config, package_manifest};
+use crate::oci::digest::sha256_digest;
 
 const MINIMAL: &str = include_str!("../../../tests/fixtures/margo/valid-minimal.yaml");
 const RICH: &str = include_str!("../../../tests/fixtures/margo/valid-rich.yaml");

@@ -1,0 +1,189 @@
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::json;
+
+use super::*;
+use crate::margo::manifest::testutil::{package_manifest, reference};
+use crate::margo::report::RuleId;
+use crate::oci::Digest;
+
+const MINIMAL: &str = include_str!("../../../tests/fixtures/margo/valid-minimal.yaml");
+
+/// Blobs in memory, as an upstream registry would hold them.
+#[derive(Default)]
+struct Blobs {
+    by_digest: HashMap<Digest, Bytes>,
+    fetches: AtomicUsize,
+}
+
+impl Blobs {
+    fn with(blobs: &[&[u8]]) -> Self {
+        let mut s = Self::default();
+        for b in blobs {
+            s.by_digest
+                .insert(Digest::sha256_of(b), Bytes::copy_from_slice(b));
+        }
+        s
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobSource for Blobs {
+    async fn fetch(&self, d: &Descriptor) -> Result<Bytes, BlobError> {
+        self.fetches.fetch_add(1, Ordering::Relaxed);
+        self.by_digest
+            .get(&d.digest)
+            .cloned()
+            .ok_or_else(|| BlobError::NotFound {
+                digest: d.digest.clone(),
+            })
+    }
+}
+
+fn route(kind: RouteKind, mode: AdmissionMode) -> RoutePolicy {
+    RoutePolicy {
+        mode,
+        ..RoutePolicy::default_for(kind, Deviations::Tolerant)
+    }
+}
+
+fn bytes(v: &serde_json::Value) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn valid_package_is_accepted_with_its_description() {
+    let m = bytes(&package_manifest(MINIMAL.as_bytes()));
+    let blobs = Blobs::with(&[MINIMAL.as_bytes(), b"png"]);
+    let d = admit(
+        &m,
+        &reference("0.1.0"),
+        &route(RouteKind::App, AdmissionMode::Enforce),
+        &blobs,
+        &AdmissionLimits::default(),
+    )
+    .await
+    .expect("blobs present");
+    assert_eq!(d.verdict, Verdict::Accept, "{:?}", d.report.violations());
+    assert!(d.description.is_some());
+    assert_eq!(blobs.fetches.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn mode_decides_between_reject_audit_and_unchecked() {
+    let m = bytes(&package_manifest(MINIMAL.as_bytes()));
+    let blobs = Blobs::with(&[MINIMAL.as_bytes()]);
+    let limits = AdmissionLimits::default();
+    let bad_tag = reference("latest");
+    for (r, want) in [
+        (
+            route(RouteKind::App, AdmissionMode::Enforce),
+            Verdict::Reject,
+        ),
+        (route(RouteKind::App, AdmissionMode::Audit), Verdict::Audit),
+        (
+            route(RouteKind::App, AdmissionMode::Off),
+            Verdict::Unchecked,
+        ),
+        (
+            route(RouteKind::Passthrough, AdmissionMode::Enforce),
+            Verdict::Unchecked,
+        ),
+    ] {
+        let d = admit(&m, &bad_tag, &r, &blobs, &limits).await.expect("ok");
+        assert_eq!(d.verdict, want, "{r:?}");
+        if want == Verdict::Reject || want == Verdict::Audit {
+            assert!(d.report.has_rule(RuleId::ManifestTag));
+        }
+    }
+}
+
+#[tokio::test]
+async fn missing_and_oversized_blobs_are_errors_not_accepts() {
+    let m = bytes(&package_manifest(MINIMAL.as_bytes()));
+    let r = route(RouteKind::App, AdmissionMode::Audit);
+    let none = Blobs::default();
+    let e = admit(
+        &m,
+        &reference("0.1.0"),
+        &r,
+        &none,
+        &AdmissionLimits::default(),
+    )
+    .await;
+    assert!(matches!(e, Err(BlobError::NotFound { .. })), "{e:?}");
+
+    let blobs = Blobs::with(&[MINIMAL.as_bytes()]);
+    let limits = AdmissionLimits {
+        max_blob_bytes: 10,
+        ..AdmissionLimits::default()
+    };
+    let e = admit(&m, &reference("0.1.0"), &r, &blobs, &limits).await;
+    assert!(
+        matches!(e, Err(BlobError::TooLarge { cap: 10, .. })),
+        "{e:?}"
+    );
+    assert_eq!(
+        blobs.fetches.load(Ordering::Relaxed),
+        0,
+        "an oversized descriptor is refused before reading"
+    );
+}
+
+#[tokio::test]
+async fn a_blob_that_is_not_what_the_descriptor_names_is_a_violation() {
+    let m = bytes(&package_manifest(MINIMAL.as_bytes()));
+    let mut blobs = Blobs::default();
+    blobs.by_digest.insert(
+        Digest::sha256_of(MINIMAL.as_bytes()),
+        Bytes::from_static(b"something else"),
+    );
+    let d = admit(
+        &m,
+        &reference("0.1.0"),
+        &route(RouteKind::App, AdmissionMode::Enforce),
+        &blobs,
+        &AdmissionLimits::default(),
+    )
+    .await
+    .expect("fetched");
+    assert_eq!(d.verdict, Verdict::Reject);
+    assert!(d.report.has_rule(RuleId::BlobDigest));
+}
+
+#[test]
+fn warning_headers_are_rfc_9111_warn_values_of_printable_ascii() {
+    let mut warnings = Report::new();
+    warnings.push(
+        crate::margo::report::Violation::new(
+            RuleId::DeviationLicenseMediaType,
+            crate::margo::report::FieldPath::root()
+                .key("layers")
+                .index(1),
+            "x",
+        )
+        .with_value(json!("a\"b\\c\né")),
+    );
+    let d = Decision {
+        warnings,
+        ..Decision::unchecked()
+    };
+    let h = warning_headers(&d);
+    assert_eq!(h.len(), 1);
+    let v = &h[0];
+    assert!(
+        v.starts_with("299 - \"margo.deviation.license-media-type at layers[1]"),
+        "{v}"
+    );
+    assert!(v.ends_with('"'), "{v}");
+    assert!(v.bytes().all(|b| (b' '..=b'~').contains(&b)), "{v}");
+    assert!(http::HeaderValue::from_str(v).is_ok());
+    // Quotes inside are escaped, so the quoted-string ends only at the end.
+    let inner = &v[7..v.len() - 1];
+    let mut escaped = false;
+    for c in inner.chars() {
+        assert!(escaped || c != '"', "unescaped quote in {v}");
+        escaped = !escaped && c == '\\';
+    }
+}
