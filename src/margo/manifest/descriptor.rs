@@ -1,6 +1,6 @@
 //! Lenient parsing of OCI manifests and descriptors from untrusted JSON.
 //!
-//! Own structs rather than `oci-spec`: oci-spec's strict deserialisation stops at the
+//! Own structs rather than the `oci-spec` crate (no longer a dependency): its strict deserialisation stops at the
 //! first problem with a serde message and no path, while admission must report every
 //! problem with its path (`layers[2].digest`). Its lax parts (unknown media types as
 //! `Other`) would not save work either. So: `serde_json::Value` in, typed fields out,
