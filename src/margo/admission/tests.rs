@@ -187,3 +187,126 @@ fn warning_headers_are_rfc_9111_warn_values_of_printable_ascii() {
         escaped = !escaped && c == '\\';
     }
 }
+
+/// A package as margot 0.10 builds it: the licence as `license.v1+plain`, resource
+/// layers without `org.margo.app.resource`.
+fn margot_style_package() -> (Vec<u8>, Blobs) {
+    use crate::margo::manifest::testutil::desc;
+    let text = MINIMAL.replace(
+        "  catalog:\n",
+        "  catalog:\n    application:\n      licenseFile: resources/license.txt\n",
+    );
+    let mut m = package_manifest(text.as_bytes());
+    m["layers"][1] = desc(
+        "application/vnd.margo.app.license.v1+plain",
+        b"MIT",
+        Some("resources/license.txt"),
+    );
+    let blobs = Blobs::with(&[text.as_bytes(), b"MIT"]);
+    (bytes(&m), blobs)
+}
+
+#[tokio::test]
+async fn deviations_warn_on_tolerant_routes_and_refuse_on_strict_ones() {
+    let (m, blobs) = margot_style_package();
+    let limits = AdmissionLimits::default();
+    let deviations = [
+        RuleId::DeviationLicenseMediaType,
+        RuleId::DeviationResourceAnnotation,
+    ];
+    let tolerant = RoutePolicy::default_for(RouteKind::App, Deviations::Tolerant);
+    let d = admit(&m, &reference("0.1.0"), &tolerant, &blobs, &limits)
+        .await
+        .expect("blobs");
+    assert_eq!(d.verdict, Verdict::Accept, "{:?}", d.report.violations());
+    assert_eq!(d.warnings.rule_ids(), deviations.to_vec());
+    assert!(d.description.is_some(), "the description was still checked");
+    assert_eq!(warning_headers(&d).len(), 2);
+
+    let strict = RoutePolicy::default_for(RouteKind::App, Deviations::Strict);
+    let d = admit(&m, &reference("0.1.0"), &strict, &blobs, &limits)
+        .await
+        .expect("blobs");
+    assert_eq!(d.verdict, Verdict::Reject);
+    assert_eq!(d.report.rule_ids(), deviations.to_vec());
+    assert!(d.warnings.is_empty());
+    assert!(warning_headers(&d).is_empty());
+}
+
+#[tokio::test]
+async fn deviations_do_not_hide_real_violations() {
+    let (m, blobs) = margot_style_package();
+    let tolerant = RoutePolicy::default_for(RouteKind::App, Deviations::Tolerant);
+    let d = admit(
+        &m,
+        &reference("9.9.9"),
+        &tolerant,
+        &blobs,
+        &AdmissionLimits::default(),
+    )
+    .await
+    .expect("blobs");
+    assert_eq!(d.verdict, Verdict::Reject);
+    assert_eq!(d.report.rule_ids(), vec![RuleId::ManifestTag]);
+    assert_eq!(d.warnings.len(), 2);
+}
+
+/// The same package through both paths: an upstream-like source in memory and an OCI
+/// layout on disk read by `validate`; the reports must be the same.
+#[test]
+fn validate_and_push_report_the_same() {
+    use crate::margo::offline::{validate_path, OfflineOptions};
+    let (m, blobs) = margot_style_package();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let put = |b: &[u8]| {
+        let d = Digest::sha256_of(b);
+        let p = dir.path().join("blobs/sha256").join(d.encoded());
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, b).expect("write");
+        d
+    };
+    for b in blobs.by_digest.values() {
+        put(b);
+    }
+    let md = put(&m);
+    std::fs::write(
+        dir.path().join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .expect("write");
+    for (tag, deviations) in [
+        ("0.1.0", Deviations::Tolerant),
+        ("0.1.0", Deviations::Strict),
+        ("2.0.0", Deviations::Tolerant),
+    ] {
+        let index = json!({"schemaVersion": 2, "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md.to_string(), "size": m.len(),
+            "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+        std::fs::write(dir.path().join("index.json"), bytes(&index)).expect("write");
+        let offline = validate_path(
+            dir.path(),
+            &OfflineOptions {
+                deviations,
+                ..OfflineOptions::default()
+            },
+        );
+        let [finding] = offline.findings.as_slice() else {
+            panic!("one finding: {offline:?}")
+        };
+        let pushed = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(admit(
+                &m,
+                &reference(tag),
+                &RoutePolicy::default_for(RouteKind::App, deviations),
+                &blobs,
+                &AdmissionLimits::default(),
+            ))
+            .expect("blobs");
+        assert_eq!(finding.report, pushed.report, "{tag} {deviations:?}");
+        assert_eq!(finding.warnings, pushed.warnings, "{tag} {deviations:?}");
+        assert_eq!(offline.exit_code() == 0, pushed.verdict == Verdict::Accept);
+    }
+}

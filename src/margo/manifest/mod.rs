@@ -217,7 +217,9 @@ pub fn check_manifest(
             );
         }
     }
-    if !report.is_empty() {
+    // Known deviations do not stop the check: on a tolerant route they are only warnings,
+    // and on a strict one the rest of the report is still worth having.
+    if report.violations().iter().any(|v| !v.rule.is_deviation()) || report.omitted() > 0 {
         next = NextStep::Done;
     }
     ManifestCheck {
@@ -263,9 +265,15 @@ pub(crate) mod testutil {
             "config": empty_config(),
             "layers": [
                 desc("application/vnd.margo.app.description.v1+yaml", description, Some("margo.yaml")),
-                desc("application/vnd.margo.app.icon.v1+png", b"png", Some("resources/icon.png")),
+                resource(desc("application/vnd.margo.app.icon.v1+png", b"png", Some("resources/icon.png")), "icon"),
             ]
         })
+    }
+
+    /// A resource layer as the specification annotates it.
+    pub fn resource(mut d: serde_json::Value, kind: &str) -> serde_json::Value {
+        d["annotations"]["org.margo.app.resource"] = json!(kind);
+        d
     }
 }
 
