@@ -135,7 +135,10 @@ pub(crate) fn check_compose_manifest(
             "a SemVer 2.0 version (without `v`) on the layer or the manifest (found on neither)",
         )),
         Some(found) => {
-            let version = found.value.as_str();
+            // margot writes the annotation in its OCI-tag form too (`1.4.2_build.7`):
+            // `_` cannot occur in SemVer, so it can only stand for `+`.
+            let version = found.value.replacen('_', "+", 1);
+            let version = version.as_str();
             if !is_semver(version) {
                 out.push(
                     Violation::new(
@@ -143,7 +146,7 @@ pub(crate) fn check_compose_manifest(
                         found.path.clone(),
                         "a SemVer 2.0 version without a leading `v`",
                     )
-                    .with_value(value(version)),
+                    .with_value(value(&found.value)),
                 );
             }
             if let Some(tag) = reference
@@ -171,7 +174,7 @@ pub(crate) fn check_compose_manifest(
             if let Some(oci) = layer
                 .annotations
                 .get(ANNOTATION_VERSION)
-                .filter(|o| *o != version)
+                .filter(|o| *o != version && **o != found.value)
             {
                 out.push(
                     Violation::new(
@@ -391,6 +394,27 @@ mod tests {
             compose_manifest,
             vec![
                 ("underscore tag", with_build, "1.4.2_build.7", None),
+                (
+                    "annotation in tag form, as margot writes it",
+                    |m| {
+                        on_manifest(m);
+                        m["annotations"]["org.margo.component.version"] = json!("1.4.2_build.7");
+                        m["layers"][0]["annotations"]
+                            .as_object_mut()
+                            .map(|o| o.remove("org.opencontainers.image.version"));
+                    },
+                    "1.4.2_build.7",
+                    None,
+                ),
+                (
+                    "two underscores are no SemVer",
+                    |m| m["layers"][0]["annotations"]["org.margo.component.version"] = json!("1.4.2_a_b"),
+                    "1.4.2_a_b",
+                    Some((
+                        RuleId::ComponentVersion,
+                        "layers[0].annotations[\"org.margo.component.version\"]",
+                    )),
+                ),
                 (
                     "tag without build",
                     with_build,
