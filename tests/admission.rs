@@ -328,3 +328,87 @@ fn manifest_naming_a_missing_blob_is_refused() {
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN");
 }
+
+/// A package with margot's deviations (licence as `license.v1+plain`, no
+/// `org.margo.app.resource`): accepted with `Warning` headers on a tolerant route,
+/// refused with the rule named on a strict one.
+#[test]
+fn deviations_warn_in_rfc_9111_style_or_refuse_per_route() {
+    let reg = Registry::start();
+    let p = Proxy::start(&format!(
+        r#"listeners: [{{address: "{{listen}}"}}]
+admin: {{address: "{{admin}}"}}
+upstreams: [{{name: main, url: "{}"}}]
+routes:
+  - {{match: "apps/**", upstream: main, kind: app}}
+  - {{match: "strict/**", upstream: main, kind: app, deviations: strict}}
+"#,
+        reg.url()
+    ));
+    let c = http();
+    let description = std::fs::read_to_string(fixture("valid-minimal.yaml"))
+        .unwrap()
+        .replace(
+            "  catalog:\n",
+            "  catalog:\n    application:\n      licenseFile: resources/license.txt\n",
+        );
+    for (repo, strict) in [("apps/dev", false), ("strict/dev", true)] {
+        let d = push_blob(&c, &p.url(), repo, description.as_bytes());
+        let l = push_blob(&c, &p.url(), repo, b"MIT");
+        push_blob(&c, &p.url(), repo, b"{}");
+        let mut m: serde_json::Value = serde_json::from_slice(&image_manifest(
+            &[
+                (d, description.len(), DESCRIPTION),
+                (l, 3, "application/vnd.margo.app.license.v1+plain"),
+            ],
+            Some(APP),
+        ))
+        .unwrap();
+        m["layers"][0]["annotations"] =
+            serde_json::json!({"org.opencontainers.image.title": "margo.yaml"});
+        m["layers"][1]["annotations"] =
+            serde_json::json!({"org.opencontainers.image.title": "resources/license.txt"});
+        let r = put_manifest(
+            &c,
+            &p.url(),
+            repo,
+            "0.1.0",
+            &serde_json::to_vec(&m).unwrap(),
+        );
+        let status = r.status().as_u16();
+        let warnings: Vec<String> = r
+            .headers()
+            .get_all("warning")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        let body = r.text().unwrap();
+        if strict {
+            assert_eq!(status, 400, "{body}");
+            assert!(warnings.is_empty(), "{warnings:?}");
+            assert!(
+                body.contains("margo.deviation.license-media-type"),
+                "{body}"
+            );
+            assert!(
+                body.contains("margo.deviation.resource-annotation"),
+                "{body}"
+            );
+            assert!(!upstream_has_tag(&reg, repo, "0.1.0"));
+        } else {
+            assert_eq!(status, 201, "{body}");
+            assert_eq!(warnings.len(), 2, "{warnings:?}");
+            assert!(
+                warnings[0].starts_with(
+                    "299 - \"margo.deviation.license-media-type at layers[1].mediaType"
+                ),
+                "{warnings:?}"
+            );
+            assert!(
+                warnings[1].starts_with("299 - \"margo.deviation.resource-annotation at layers[1]"),
+                "{warnings:?}"
+            );
+            assert!(upstream_has_tag(&reg, repo, "0.1.0"));
+        }
+    }
+}

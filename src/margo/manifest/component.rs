@@ -408,7 +408,10 @@ mod tests {
                 ),
                 (
                     "two underscores are no SemVer",
-                    |m| m["layers"][0]["annotations"]["org.margo.component.version"] = json!("1.4.2_a_b"),
+                    |m| {
+                        m["layers"][0]["annotations"]["org.margo.component.version"] =
+                            json!("1.4.2_a_b")
+                    },
                     "1.4.2_a_b",
                     Some((
                         RuleId::ComponentVersion,
