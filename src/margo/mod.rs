@@ -23,6 +23,7 @@ pub mod report;
 pub mod resources;
 pub mod validate;
 pub mod yaml;
+mod yaml_hint;
 
 #[cfg(test)]
 mod fuzz_smoke;
