@@ -25,6 +25,11 @@ use crate::margo::validate::validate_description;
 pub enum InputKind {
     Description,
     PackageDirectory,
+    /// A margot project: `margo.yaml` is margot's build file, the description is
+    /// `<directory>/app.yaml` (`margo/` unless the build file says otherwise).
+    MargotProject,
+    /// margot's build output `.dist/<version>/margo/`: `app.yaml` and `resources/`.
+    MargotOutput,
     ComposeArchive,
     OciLayout,
 }
@@ -34,6 +39,10 @@ impl InputKind {
         match self {
             InputKind::Description => "application description",
             InputKind::PackageDirectory => "package directory",
+            InputKind::MargotProject => {
+                "margot project (description in the margo directory's app.yaml)"
+            }
+            InputKind::MargotOutput => "margot build output (app.yaml)",
             InputKind::ComposeArchive => "compose archive",
             InputKind::OciLayout => "OCI image layout",
         }
@@ -123,10 +132,14 @@ pub enum OutputFormat {
 /// Validates PATH. Never panics; I/O trouble becomes exit code 2.
 pub fn validate_path(path: &Path, opts: &OfflineOptions) -> Outcome {
     let shown = path.display().to_string();
-    let result = detect(path).and_then(|kind| {
+    let result = detect(path, opts).and_then(|kind| {
         let findings = match kind {
             InputKind::Description => vec![description_file(path, "margo.yaml", opts)?.0],
-            InputKind::PackageDirectory => package_dir(path, opts)?,
+            InputKind::PackageDirectory => package_dir(path, "margo.yaml", opts)?,
+            InputKind::MargotProject => {
+                package_dir(&path.join(margot_directory(path, opts)), "app.yaml", opts)?
+            }
+            InputKind::MargotOutput => package_dir(path, "app.yaml", opts)?,
             InputKind::ComposeArchive => vec![archive_file(path, opts)?],
             InputKind::OciLayout => oci_layout(path, opts)?,
         };
@@ -165,14 +178,20 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> InputError + '_ {
     }
 }
 
-fn detect(path: &Path) -> Result<InputKind, InputError> {
+fn detect(path: &Path, opts: &OfflineOptions) -> Result<InputKind, InputError> {
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
     if meta.is_dir() {
         if path.join("oci-layout").is_file() {
             return Ok(InputKind::OciLayout);
         }
         if path.join("margo.yaml").is_file() {
+            if is_margot_build_file(&path.join("margo.yaml"), opts) {
+                return Ok(InputKind::MargotProject);
+            }
             return Ok(InputKind::PackageDirectory);
+        }
+        if path.join("app.yaml").is_file() {
+            return Ok(InputKind::MargotOutput);
         }
         return Err(InputError::Unrecognised(path.to_owned()));
     }
@@ -212,8 +231,40 @@ fn description_file(
     ))
 }
 
-fn package_dir(dir: &Path, opts: &OfflineOptions) -> Result<Vec<Finding>, InputError> {
-    let (mut finding, check) = description_file(&dir.join("margo.yaml"), "margo.yaml", opts)?;
+/// margot's build file (`apiVersion`, `id`, `name`, `description`, `version`, component
+/// blocks) rather than an Application Description, which has `kind`.
+fn is_margot_build_file(path: &Path, opts: &OfflineOptions) -> bool {
+    let Ok(bytes) = read_capped(path, opts.limits.description.yaml.max_bytes) else {
+        return false;
+    };
+    let Ok(root) = crate::margo::yaml::parse(&bytes, &opts.limits.description.yaml) else {
+        return false;
+    };
+    root.get("kind").is_none()
+        && ["id", "name", "version"]
+            .iter()
+            .all(|k| root.get(k).is_some())
+}
+
+/// The margot project's description directory (`directory:` in the build file).
+fn margot_directory(project: &Path, opts: &OfflineOptions) -> String {
+    read_capped(
+        &project.join("margo.yaml"),
+        opts.limits.description.yaml.max_bytes,
+    )
+    .ok()
+    .and_then(|b| crate::margo::yaml::parse(&b, &opts.limits.description.yaml).ok())
+    .and_then(|root| root.get("directory")?.as_str().map(str::to_owned))
+    .and_then(|d| normalize_relative(&d).ok())
+    .unwrap_or_else(|| "margo".to_owned())
+}
+
+fn package_dir(
+    dir: &Path,
+    description: &str,
+    opts: &OfflineOptions,
+) -> Result<Vec<Finding>, InputError> {
+    let (mut finding, check) = description_file(&dir.join(description), description, opts)?;
     let root = dir.canonicalize().map_err(io_err(dir))?;
     let app = FieldPath::root()
         .key("metadata")

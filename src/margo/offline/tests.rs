@@ -214,3 +214,35 @@ fn renderers() {
     let e = run(&d.path().join("missing"));
     assert!(render(&e, OutputFormat::Human).starts_with("error: "));
 }
+
+#[test]
+fn margot_project_and_build_output_are_recognised() {
+    let d = tmp();
+    write(
+        &d.path().join("margo.yaml"),
+        b"apiVersion: margo.tooling/v1\nid: hello\nname: hello\ndescription: x\nversion: 0.1.0\ncompose:\n  directory: compose\n  version: 0.1.0\n",
+    );
+    let desc_text = MINIMAL.replace(
+        "  catalog:\n",
+        "  catalog:\n    application:\n      licenseFile: resources/license.txt\n",
+    );
+    write(&d.path().join("margo/app.yaml"), desc_text.as_bytes());
+    let o = run(d.path());
+    assert_eq!(o.kind, Some(InputKind::MargotProject));
+    // The licence is missing: found relative to the description's directory.
+    assert_eq!(rules(&o), vec![RuleId::PackageResourceMissing]);
+    write(&d.path().join("margo/resources/license.txt"), b"MIT");
+    let o = run(d.path());
+    assert_eq!(o.exit_code(), 0, "{}", render(&o, OutputFormat::Human));
+    assert!(render(&o, OutputFormat::Human).contains("margot project"));
+
+    let o = run(&d.path().join("margo"));
+    assert_eq!(o.kind, Some(InputKind::MargotOutput));
+    assert_eq!(o.exit_code(), 0, "{}", render(&o, OutputFormat::Human));
+    assert!(render(&o, OutputFormat::Human).contains("margot build output"));
+
+    // A description named margo.yaml is still a package directory.
+    let p = tmp();
+    write(&p.path().join("margo.yaml"), MINIMAL.as_bytes());
+    assert_eq!(run(p.path()).kind, Some(InputKind::PackageDirectory));
+}
