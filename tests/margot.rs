@@ -257,3 +257,128 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+fn validate_json(path: &Path, extra: &[&str]) -> (i32, serde_json::Value) {
+    let o = Command::new(env!("CARGO_BIN_EXE_margo-proxy"))
+        .arg("validate")
+        .arg(path)
+        .args(["--format", "json"])
+        .args(extra)
+        .output()
+        .unwrap();
+    let v = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    (o.status.code().unwrap_or(-1), v)
+}
+
+/// The messages of every violation in a `validate --format json` outcome.
+fn violation_messages(v: &serde_json::Value) -> Vec<String> {
+    v["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|f| {
+            f["report"]["violations"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|x| x["message"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn validate_reads_margot_projects_build_output_and_oci_layouts_as_a_push_would() {
+    let b = build();
+    let (code, v) = validate_json(&b.dir, &[]);
+    assert_eq!(
+        (code, v["kind"].as_str()),
+        (0, Some("margot-project")),
+        "{v:#}"
+    );
+    let (code, v) = validate_json(&b.dir.join(format!(".dist/{TAG}/margo")), &[]);
+    assert_eq!(
+        (code, v["kind"].as_str()),
+        (0, Some("margot-output")),
+        "{v:#}"
+    );
+
+    // An OCI layout of the pushed package (copied back with skopeo), checked as a
+    // push is: tolerant shows the deviations as warnings, strict as violations, and
+    // the strict violations are exactly the messages the strict route answers with.
+    let reg = Registry::start();
+    let p = proxy(&reg);
+    let o = margot(
+        &b.dir,
+        &b.home,
+        &[
+            "push",
+            "--type",
+            "margo",
+            "--registry",
+            &p.host(),
+            "--repository",
+            "apps/hello",
+        ],
+    );
+    assert!(o.status.success(), "margot push: {}", text(&o));
+    let layout = b.dir.join("layout");
+    let o = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false"])
+        .arg(format!(
+            "docker://{}/apps/hello:{TAG}",
+            reg.url().trim_start_matches("http://")
+        ))
+        .arg(format!("oci:{}:{TAG}", layout.display()))
+        .output()
+        .expect("skopeo (Debian package)");
+    assert!(o.status.success(), "skopeo: {}", text(&o));
+    let (code, tolerant) = validate_json(&layout, &[]);
+    assert_eq!(
+        (code, tolerant["kind"].as_str()),
+        (0, Some("oci-layout")),
+        "{tolerant:#}"
+    );
+    assert_eq!(tolerant["warnings"], 2, "{tolerant:#}");
+    let (code, strict) = validate_json(&layout, &["--deviations", "strict"]);
+    assert_eq!(code, 1, "{strict:#}");
+
+    // The same package pushed to the strict route: the refusal lists the same messages.
+    let c = http();
+    let manifest = c
+        .get(format!("{}/v2/apps/hello/manifests/{TAG}", reg.url()))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let plain = Proxy::start(&format!(
+        r#"listeners: [{{address: "{{listen}}"}}]
+upstreams: [{{name: main, url: "{}"}}]
+routes:
+  - {{match: "strict/**", upstream: main, kind: app, deviations: strict}}
+"#,
+        reg.url()
+    ));
+    for layer in m["layers"].as_array().unwrap().iter().chain([&m["config"]]) {
+        let d = layer["digest"].as_str().unwrap();
+        let blob = c
+            .get(format!("{}/v2/apps/hello/blobs/{d}", reg.url()))
+            .send()
+            .unwrap()
+            .bytes()
+            .unwrap();
+        assert_eq!(push_blob(&c, &plain.url(), "strict/hello", &blob), d);
+    }
+    let r = put_manifest(&c, &plain.url(), "strict/hello", TAG, &manifest);
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().unwrap();
+    let pushed: Vec<String> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(violation_messages(&strict), pushed);
+    assert!(!pushed.is_empty());
+}
