@@ -412,3 +412,37 @@ routes:
         }
     }
 }
+
+/// A chart pushed the way `helm push` does (Helm config with the chart version, one
+/// chart layer), versioned with SemVer build metadata: the tag carries `_` for `+`.
+#[test]
+fn helm_chart_with_build_metadata_is_pushed_under_its_underscore_tag() {
+    let reg = Registry::start();
+    let p = proxy(&reg);
+    let c = http();
+    let config =
+        br#"{"name":"hello","version":"1.4.2+build.7","apiVersion":"v2","type":"application"}"#;
+    let chart = b"not really a tgz, Helm's layer is opaque to admission";
+    let repo = "components/hello-chart";
+    let cd = push_blob(&c, &p.url(), repo, config);
+    let ld = push_blob(&c, &p.url(), repo, chart);
+    let m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "digest": ld, "size": chart.len()}],
+    });
+    let body = serde_json::to_vec(&m).unwrap();
+    let r = put_manifest(&c, &p.url(), repo, "1.4.2", &body);
+    let status = r.status();
+    let text = r.text().unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("margo.component.version") && text.contains("1.4.2_build.7"),
+        "{text}"
+    );
+    assert!(!upstream_has_tag(&reg, repo, "1.4.2"));
+    let r = put_manifest(&c, &p.url(), repo, "1.4.2_build.7", &body);
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert!(upstream_has_tag(&reg, repo, "1.4.2_build.7"));
+}

@@ -218,6 +218,10 @@ pub async fn admit(
             archive_files = Some(archive.entries.iter().map(|e| e.path.clone()).collect());
             report.extend(archive.report);
         }
+        (NextStep::HelmConfig(config), _) => {
+            let blob = fetch(blobs, config, limits).await?;
+            manifest::component::check_helm_config(config, &blob, reference, &mut report);
+        }
         _ => {}
     }
     let warnings = match route.deviations {

@@ -310,3 +310,30 @@ fn validate_and_push_report_the_same() {
         assert_eq!(offline.exit_code() == 0, pushed.verdict == Verdict::Accept);
     }
 }
+
+#[tokio::test]
+async fn helm_chart_tags_follow_the_chart_version_with_build_metadata() {
+    use crate::margo::manifest::component::{HELM_CHART_MEDIA_TYPE, HELM_CONFIG_MEDIA_TYPE};
+    use crate::margo::manifest::testutil::desc;
+    let config = br#"{"name":"hello","version":"1.4.2+build.7","apiVersion":"v2"}"#;
+    let m = bytes(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": desc(HELM_CONFIG_MEDIA_TYPE, config, None),
+        "layers": [desc(HELM_CHART_MEDIA_TYPE, b"chart", None)],
+    }));
+    let blobs = Blobs::with(&[config]);
+    let r = RoutePolicy::default_for(RouteKind::Component, Deviations::Tolerant);
+    let limits = AdmissionLimits::default();
+    let ok = admit(&m, &reference("1.4.2_build.7"), &r, &blobs, &limits)
+        .await
+        .expect("blobs");
+    assert_eq!(ok.verdict, Verdict::Accept, "{:?}", ok.report.violations());
+    let bad = admit(&m, &reference("1.4.2"), &r, &blobs, &limits)
+        .await
+        .expect("blobs");
+    assert_eq!(bad.report.rule_ids(), vec![RuleId::ComponentVersion]);
+    assert!(bad.report.violations()[0]
+        .message
+        .contains("\"1.4.2_build.7\""));
+}

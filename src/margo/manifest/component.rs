@@ -195,7 +195,7 @@ pub(crate) fn check_compose_manifest(
 
 /// Helm chart manifest rules (as Helm itself pushes them): Helm config, exactly one
 /// chart layer, optionally one provenance layer.
-pub(crate) fn check_helm_manifest(m: &Manifest, out: &mut Report) {
+pub(crate) fn check_helm_manifest(m: &Manifest, out: &mut Report) -> NextStep {
     check_oci_header(m, out);
     let root = FieldPath::root();
     if m.config.as_ref().map(|c| c.media_type.as_str()) != Some(HELM_CONFIG_MEDIA_TYPE) {
@@ -231,6 +231,63 @@ pub(crate) fn check_helm_manifest(m: &Manifest, out: &mut Report) {
                 .with_value(value(&l.media_type)),
             );
         }
+    }
+    match &m.config {
+        Some(c) if c.media_type == HELM_CONFIG_MEDIA_TYPE => NextStep::HelmConfig(c.clone()),
+        _ => NextStep::Done,
+    }
+}
+
+/// The chart's config (`Chart.yaml` as JSON): its `version` is what the tag must say,
+/// as `helm push` tags it (`+` written as `_`).
+pub fn check_helm_config(
+    config: &crate::margo::manifest::Descriptor,
+    blob: &[u8],
+    reference: &Reference,
+    out: &mut Report,
+) {
+    if let Err(e) = config.digest.verify(blob, Some(config.size)) {
+        out.push(
+            Violation::new(
+                RuleId::BlobDigest,
+                FieldPath::root().key("config"),
+                format!("the blob the descriptor names ({e})"),
+            )
+            .with_value(value(&config.digest.to_string())),
+        );
+        return;
+    }
+    let version = serde_json::from_slice::<serde_json::Value>(blob)
+        .ok()
+        .and_then(|v| v.get("version")?.as_str().map(str::to_owned));
+    let Some(version) = version else {
+        out.push(Violation::new(
+            RuleId::ManifestConfig,
+            FieldPath::root().key("config"),
+            "a Helm chart config (JSON) with a string `version`",
+        ));
+        return;
+    };
+    if let Some(tag) = reference
+        .as_tag()
+        .filter(|t| !super::package::tag_matches_version(t, &version))
+    {
+        out.push(
+            Violation::new(
+                RuleId::ComponentVersion,
+                FieldPath::root().key("tag"),
+                format!(
+                    "the tag {:?} (the chart's version {version:?}{})",
+                    version.replace('+', "_"),
+                    if version.contains('+') {
+                        ", `+` written as `_`"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+            .with_value(value(tag)),
+        );
     }
 }
 

@@ -75,6 +75,8 @@ pub enum NextStep {
     Description(Descriptor),
     /// The compose archive layer: continue with [`crate::margo::compose::check_archive`].
     ComposeArchive(Descriptor),
+    /// The Helm chart's config: continue with [`component::check_helm_config`].
+    HelmConfig(Descriptor),
 }
 
 /// Outcome of the manifest-only checks.
@@ -190,7 +192,7 @@ pub fn check_manifest(
         }
         (RouteKind::Component, ManifestClass::HelmChart) => {
             report.extend(problems);
-            component::check_helm_manifest(&manifest, &mut report);
+            next = component::check_helm_manifest(&manifest, &mut report);
         }
         (RouteKind::Component, ManifestClass::ComposeComponent) => {
             report.extend(problems);
