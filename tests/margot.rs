@@ -35,8 +35,9 @@ routes:
     ))
 }
 
-/// A margot project: build file, description and licence, and a Compose component.
-fn project(dir: &Path) {
+/// A margot project: build file, description and licence, and a Compose component that
+/// the description names at `registry` (for the recursive pull).
+fn project(dir: &Path, registry: &str) {
     let w = |p: &str, text: &str| {
         let p = dir.join(p);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -57,7 +58,8 @@ fn project(dir: &Path) {
              metadata:\n  name: Hello margot\n  version: {VERSION}\n  catalog:\n    application:\n\
              \x20     licenseFile: resources/license.txt\n    organization:\n      - name: Example\n\
              deploymentProfiles:\n  - type: compose\n    id: hello-compose\n    components:\n\
-             \x20     - name: hello\n        properties:\n          packageLocation: oci://example/hello\n"
+             \x20     - name: hello\n        properties:\n          repository: oci://{registry}/components/hello\n\
+             \x20         revision: {TAG}\n"
         ),
     );
     w("margo/resources/license.txt", "MIT\n");
@@ -109,12 +111,12 @@ struct Built {
     home: PathBuf,
 }
 
-fn build() -> Built {
+fn build(registry: &str) -> Built {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("project");
     let home = tmp.path().join("home");
     std::fs::create_dir_all(&home).unwrap();
-    project(&dir);
+    project(&dir, registry);
     let o = margot(&dir, &home, &["build"]);
     assert!(o.status.success(), "margot build: {}", text(&o));
     let o = margot(&dir, &home, &["verify", "--project-dir", "."]);
@@ -130,7 +132,7 @@ fn build() -> Built {
 fn margot_packages_are_admitted_with_warnings_and_pull_back() {
     let reg = Registry::start();
     let p = proxy(&reg);
-    let b = build();
+    let b = build(&p.host());
     for (kind, repo) in [("margo", "apps/hello"), ("compose", "components/hello")] {
         let o = margot(
             &b.dir,
@@ -211,7 +213,7 @@ fn margot_packages_are_admitted_with_warnings_and_pull_back() {
 fn a_strict_route_refuses_margot_deviations_naming_the_rule() {
     let reg = Registry::start();
     let p = proxy(&reg);
-    let b = build();
+    let b = build(&p.host());
     let o = margot(
         &b.dir,
         &b.home,
@@ -288,7 +290,9 @@ fn violation_messages(v: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn validate_reads_margot_projects_build_output_and_oci_layouts_as_a_push_would() {
-    let b = build();
+    let reg = Registry::start();
+    let p = proxy(&reg);
+    let b = build(&p.host());
     let (code, v) = validate_json(&b.dir, &[]);
     assert_eq!(
         (code, v["kind"].as_str()),
@@ -305,8 +309,6 @@ fn validate_reads_margot_projects_build_output_and_oci_layouts_as_a_push_would()
     // An OCI layout of the pushed package (copied back with skopeo), checked as a
     // push is: tolerant shows the deviations as warnings, strict as violations, and
     // the strict violations are exactly the messages the strict route answers with.
-    let reg = Registry::start();
-    let p = proxy(&reg);
     let o = margot(
         &b.dir,
         &b.home,
