@@ -246,3 +246,30 @@ fn margot_project_and_build_output_are_recognised() {
     write(&p.path().join("margo.yaml"), MINIMAL.as_bytes());
     assert_eq!(run(p.path()).kind, Some(InputKind::PackageDirectory));
 }
+
+/// validate applies the proxy's admission limits (it used its own before): a description
+/// larger than `limits.max_admission_blob_bytes` is refused offline as on push.
+#[test]
+fn oci_layouts_are_checked_with_the_proxys_limits() {
+    let m = package_manifest(MINIMAL.as_bytes());
+    let d = layout_with(&m, Some("0.1.0"));
+    put_blob(d.path(), MINIMAL.as_bytes());
+    put_blob(d.path(), b"png");
+    let limits = crate::config::Limits {
+        max_admission_blob_bytes: 64,
+        ..crate::config::Limits::default()
+    };
+    let o = validate_path(
+        d.path(),
+        &OfflineOptions {
+            limits: AdmissionLimits::from(&limits),
+            ..OfflineOptions::default()
+        },
+    );
+    assert_eq!(rules(&o), vec![RuleId::BlobDigest]);
+    let human = render(&o, OutputFormat::Human);
+    assert!(
+        human.contains("more than the 64 bytes admission reads"),
+        "{human}"
+    );
+}
