@@ -9,9 +9,10 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use flate2::write::GzEncoder;
 use flate2::Compression;
 use margo_proxy::margo::compose::{check_archive, ArchiveLimits};
-use margo_proxy::margo::digest::sha256_digest;
 use margo_proxy::margo::manifest::{check_manifest, ManifestOptions, Reference, RouteKind};
 use margo_proxy::margo::validate::{validate_description, DescriptionLimits};
+use margo_proxy::oci::digest::sha256_digest;
+use margo_proxy::oci::Digest;
 
 const RICH: &str = include_str!("../tests/fixtures/margo/valid-rich.yaml");
 
@@ -82,13 +83,13 @@ fn bench(c: &mut Criterion) {
 
     let manifest = package_manifest(RICH.as_bytes());
     let opts = ManifestOptions::default();
-    let reference = Reference::parse("1.2.1");
+    let reference = Reference::Tag("1.2.1".to_owned());
     c.bench_function("package_manifest_rules", |b| {
         b.iter(|| check_manifest(black_box(&manifest), RouteKind::App, &reference, &opts))
     });
 
     let archive = compose_archive(10 * 1024 * 1024);
-    let digest = sha256_digest(&archive);
+    let digest = Digest::sha256_of(&archive);
     let size = archive.len() as u64;
     let archive_limits = ArchiveLimits::default();
     let mut g = c.benchmark_group("compose");

@@ -53,7 +53,21 @@ enum Command {
         path: PathBuf,
         #[arg(long, value_enum, default_value = "human")]
         format: Format,
+        /// Known deviations of the reference tooling (margot): warn (`tolerant`, a route's
+        /// default) or count them as violations (`strict`), as a route's `deviations`.
+        #[arg(long, value_enum, default_value = "tolerant")]
+        deviations: DeviationsArg,
+        /// Take the admission limits from the proxy's config file, so the check is the
+        /// push's with those limits.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum DeviationsArg {
+    Tolerant,
+    Strict,
 }
 
 #[derive(Subcommand)]
@@ -130,11 +144,32 @@ fn main() -> ExitCode {
             };
             ExitCode::from(u8::try_from(code).unwrap_or(2))
         }
-        Command::Validate { path, format } => {
+        Command::Validate {
+            path,
+            format,
+            deviations,
+            config,
+        } => {
+            use margo_proxy::margo::admission::{AdmissionLimits, Deviations};
             use margo_proxy::margo::offline::{
                 render, validate_path, OfflineOptions, OutputFormat,
             };
-            let outcome = validate_path(&path, &OfflineOptions::default());
+            let limits = match config.map(|c| Config::load(&c)) {
+                None => AdmissionLimits::default(),
+                Some(Ok(c)) => AdmissionLimits::from(&c.limits),
+                Some(Err(e)) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let opts = OfflineOptions {
+                limits,
+                deviations: match deviations {
+                    DeviationsArg::Tolerant => Deviations::Tolerant,
+                    DeviationsArg::Strict => Deviations::Strict,
+                },
+            };
+            let outcome = validate_path(&path, &opts);
             let format = match format {
                 Format::Human => OutputFormat::Human,
                 Format::Json => OutputFormat::Json,

@@ -328,3 +328,121 @@ fn manifest_naming_a_missing_blob_is_refused() {
     let v: serde_json::Value = r.json().unwrap();
     assert_eq!(v["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN");
 }
+
+/// A package with margot's deviations (licence as `license.v1+plain`, no
+/// `org.margo.app.resource`): accepted with `Warning` headers on a tolerant route,
+/// refused with the rule named on a strict one.
+#[test]
+fn deviations_warn_in_rfc_9111_style_or_refuse_per_route() {
+    let reg = Registry::start();
+    let p = Proxy::start(&format!(
+        r#"listeners: [{{address: "{{listen}}"}}]
+admin: {{address: "{{admin}}"}}
+upstreams: [{{name: main, url: "{}"}}]
+routes:
+  - {{match: "apps/**", upstream: main, kind: app}}
+  - {{match: "strict/**", upstream: main, kind: app, deviations: strict}}
+"#,
+        reg.url()
+    ));
+    let c = http();
+    let description = std::fs::read_to_string(fixture("valid-minimal.yaml"))
+        .unwrap()
+        .replace(
+            "  catalog:\n",
+            "  catalog:\n    application:\n      licenseFile: resources/license.txt\n",
+        );
+    for (repo, strict) in [("apps/dev", false), ("strict/dev", true)] {
+        let d = push_blob(&c, &p.url(), repo, description.as_bytes());
+        let l = push_blob(&c, &p.url(), repo, b"MIT");
+        push_blob(&c, &p.url(), repo, b"{}");
+        let mut m: serde_json::Value = serde_json::from_slice(&image_manifest(
+            &[
+                (d, description.len(), DESCRIPTION),
+                (l, 3, "application/vnd.margo.app.license.v1+plain"),
+            ],
+            Some(APP),
+        ))
+        .unwrap();
+        m["layers"][0]["annotations"] =
+            serde_json::json!({"org.opencontainers.image.title": "margo.yaml"});
+        m["layers"][1]["annotations"] =
+            serde_json::json!({"org.opencontainers.image.title": "resources/license.txt"});
+        let r = put_manifest(
+            &c,
+            &p.url(),
+            repo,
+            "0.1.0",
+            &serde_json::to_vec(&m).unwrap(),
+        );
+        let status = r.status().as_u16();
+        let warnings: Vec<String> = r
+            .headers()
+            .get_all("warning")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect();
+        let body = r.text().unwrap();
+        if strict {
+            assert_eq!(status, 400, "{body}");
+            assert!(warnings.is_empty(), "{warnings:?}");
+            assert!(
+                body.contains("margo.deviation.license-media-type"),
+                "{body}"
+            );
+            assert!(
+                body.contains("margo.deviation.resource-annotation"),
+                "{body}"
+            );
+            assert!(!upstream_has_tag(&reg, repo, "0.1.0"));
+        } else {
+            assert_eq!(status, 201, "{body}");
+            assert_eq!(warnings.len(), 2, "{warnings:?}");
+            assert!(
+                warnings[0].starts_with(
+                    "299 - \"margo.deviation.license-media-type at layers[1].mediaType"
+                ),
+                "{warnings:?}"
+            );
+            assert!(
+                warnings[1].starts_with("299 - \"margo.deviation.resource-annotation at layers[1]"),
+                "{warnings:?}"
+            );
+            assert!(upstream_has_tag(&reg, repo, "0.1.0"));
+        }
+    }
+}
+
+/// A chart pushed the way `helm push` does (Helm config with the chart version, one
+/// chart layer), versioned with SemVer build metadata: the tag carries `_` for `+`.
+#[test]
+fn helm_chart_with_build_metadata_is_pushed_under_its_underscore_tag() {
+    let reg = Registry::start();
+    let p = proxy(&reg);
+    let c = http();
+    let config =
+        br#"{"name":"hello","version":"1.4.2+build.7","apiVersion":"v2","type":"application"}"#;
+    let chart = b"not really a tgz, Helm's layer is opaque to admission";
+    let repo = "components/hello-chart";
+    let cd = push_blob(&c, &p.url(), repo, config);
+    let ld = push_blob(&c, &p.url(), repo, chart);
+    let m = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": cd, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "digest": ld, "size": chart.len()}],
+    });
+    let body = serde_json::to_vec(&m).unwrap();
+    let r = put_manifest(&c, &p.url(), repo, "1.4.2", &body);
+    let status = r.status();
+    let text = r.text().unwrap();
+    assert_eq!(status, 400, "{text}");
+    assert!(
+        text.contains("margo.component.version") && text.contains("1.4.2_build.7"),
+        "{text}"
+    );
+    assert!(!upstream_has_tag(&reg, repo, "1.4.2"));
+    let r = put_manifest(&c, &p.url(), repo, "1.4.2_build.7", &body);
+    assert_eq!(r.status(), 201, "{}", r.text().unwrap());
+    assert!(upstream_has_tag(&reg, repo, "1.4.2_build.7"));
+}

@@ -9,8 +9,8 @@ use http::header::{
 };
 use pingora::http::ResponseHeader;
 
-use super::digest::{sha256_digest, verify_digest};
 use super::error::ManifestError;
+use crate::oci::digest::{sha256_digest, verify_digest};
 
 pub use crate::oci::headers::{
     DOCKER_CONTENT_DIGEST, DOCKER_DISTRIBUTION_API_VERSION, X_MARGO_CACHE as CACHE_STATUS_HEADER,

@@ -30,25 +30,8 @@ pub enum ConfigError {
     },
 }
 
-/// Why a digest string or a body failed verification.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum DigestError {
-    /// Not `algorithm:encoded` per the OCI digest grammar.
-    #[error("malformed digest {0:?}")]
-    Malformed(String),
-    /// Well-formed, but an algorithm we cannot compute, so the body cannot be
-    /// checked and must not be cached.
-    #[error("unsupported digest algorithm {0:?}")]
-    UnsupportedAlgorithm(String),
-    /// The body hashes to something else than what was asked for.
-    #[error("digest mismatch: expected {expected}, body hashes to {actual}")]
-    Mismatch {
-        /// Requested digest.
-        expected: String,
-        /// Digest computed over the body, same algorithm.
-        actual: String,
-    },
-}
+/// Why a digest string or a body failed verification: the crate's one digest error.
+pub use crate::oci::DigestError;
 
 /// Why an upstream answer could not become a [`CachedManifest`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

@@ -205,7 +205,7 @@ pub(crate) fn usage() -> (usize, usize) {
 mod tests {
     use super::*;
     use crate::cache::accept::OCI_MANIFEST;
-    use crate::cache::digest::sha256_digest;
+    use crate::oci::digest::sha256_digest;
     use bytes::Bytes;
     use http::{header::CONTENT_TYPE, HeaderMap, HeaderValue};
 

@@ -23,7 +23,6 @@
 
 pub mod accept;
 pub mod config;
-pub mod digest;
 pub mod entry;
 pub mod error;
 pub mod freshness;
@@ -47,9 +46,11 @@ use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use moka::Expiry;
 
+pub use crate::oci::digest::{
+    parse_digest, sha256_digest, verify_digest, Algorithm as DigestAlgorithm,
+};
 pub use accept::{negotiate, Negotiation, FULL_ACCEPT};
 pub use config::CacheConfig;
-pub use digest::{parse_digest, sha256_digest, verify_digest, DigestAlgorithm};
 pub use entry::{CachedManifest, TagEntry};
 pub use error::{
     ConfigError, DigestError, FetchError, ManifestError, ResolveError, UncacheableReason,

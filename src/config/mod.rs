@@ -207,6 +207,9 @@ pub struct RouteConfig {
     /// Accept referrers (manifests with a `subject`: signatures, SBOMs).
     #[serde(default = "yes")]
     pub allow_referrers: bool,
+    /// Known deviations of the reference tooling: `tolerant` (warn) or `strict` (refuse).
+    #[serde(default)]
+    pub deviations: crate::margo::admission::Deviations,
 }
 
 /// `strip` is removed from the client's name and `prefix` put in front of what is left,
@@ -493,6 +496,7 @@ impl RouteConfig {
             extra_tags: Vec::new(),
             allow_index: true,
             allow_referrers: true,
+            deviations: Default::default(),
         }
     }
 }

@@ -13,8 +13,8 @@ use std::io::{self, Read};
 use flate2::read::MultiGzDecoder;
 use serde::Serialize;
 
-use crate::margo::digest::{is_cap_error, parse as parse_digest, CappedReader, HashingReader};
 use crate::margo::report::{FieldPath, Report, RuleId, Violation};
+use crate::oci::digest::{is_cap_error, Algorithm, CappedReader, Digest, HashingReader};
 
 /// The only accepted compose file name.
 pub const COMPOSE_FILE: &str = "compose.yaml";
@@ -75,8 +75,9 @@ pub struct ArchiveCheck {
     pub entries: Vec<ArchiveEntry>,
     /// The single top-level directory, if there was one.
     pub top_dir: Option<String>,
-    /// `sha256:<hex>` of the compressed stream as read.
-    pub digest: String,
+    /// Digest of the compressed stream as read (with the expected digest's algorithm,
+    /// sha256 when none was given).
+    pub digest: Digest,
     pub compressed_bytes: u64,
 }
 
@@ -271,10 +272,11 @@ impl Checker<'_> {
 pub fn check_archive<R: Read>(
     reader: R,
     limits: &ArchiveLimits,
-    expected: Option<(&str, u64)>,
+    expected: Option<(&Digest, u64)>,
 ) -> ArchiveCheck {
     let mut report = Report::new();
-    let mut hashing = HashingReader::new(reader, limits.max_compressed_bytes);
+    let algorithm = expected.map_or(Algorithm::Sha256, |(d, _)| d.algorithm());
+    let mut hashing = HashingReader::new(reader, limits.max_compressed_bytes, algorithm);
     let mut checker = Checker {
         report: &mut report,
         entries: Vec::new(),
@@ -339,7 +341,7 @@ pub fn check_archive<R: Read>(
     let compressed_bytes = hashing.count();
     if let Some((want, size)) = expected {
         let size_ok = fatal || compressed_bytes == size;
-        let digest_ok = fatal || parse_digest(want).is_ok_and(|d| d.to_string() == digest);
+        let digest_ok = fatal || *want == digest;
         if !size_ok || !digest_ok {
             report.push(
                 Violation::new(
@@ -447,7 +449,6 @@ pub(crate) mod testutil {
 mod tests {
     use super::testutil::*;
     use super::*;
-    use crate::margo::digest::sha256_digest;
 
     fn check(bytes: &[u8]) -> ArchiveCheck {
         check_archive(bytes, &ArchiveLimits::default(), None)
@@ -676,7 +677,7 @@ mod tests {
     #[test]
     fn digest_is_verified_on_the_stream() {
         let bytes = valid();
-        let d = sha256_digest(&bytes);
+        let d = Digest::sha256_of(&bytes);
         let ok = check_archive(
             &bytes[..],
             &ArchiveLimits::default(),
@@ -684,7 +685,7 @@ mod tests {
         );
         assert!(ok.report.is_empty(), "{:?}", ok.report.violations());
         assert_eq!(ok.digest, d);
-        let other = sha256_digest(b"other");
+        let other = Digest::sha256_of(b"other");
         let bad = check_archive(
             &bytes[..],
             &ArchiveLimits::default(),

@@ -3,7 +3,8 @@
 //! plain `cargo test` (the real fuzzing is `fuzz/`, which needs nightly).
 
 use crate::margo::compose::{check_archive, ArchiveLimits};
-use crate::margo::manifest::{check_manifest, ManifestOptions, Reference, RouteKind};
+use crate::margo::manifest::testutil::reference;
+use crate::margo::manifest::{check_manifest, ManifestOptions, RouteKind};
 use crate::margo::validate::{validate_description, DescriptionLimits};
 use crate::margo::yaml::{parse, YamlLimits};
 
@@ -104,7 +105,7 @@ fn manifest_rules_never_panic() {
             let _ = check_manifest(
                 &input,
                 route,
-                &Reference::parse("1.0.0"),
+                &reference("1.0.0"),
                 &ManifestOptions::default(),
             );
         }

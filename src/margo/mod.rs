@@ -9,12 +9,12 @@
 //! - [`validate`]: every violation of a `margo.yaml`, with rule id, path and position.
 //! - [`manifest`]: package and component manifest rules, description cross-check, tags.
 //! - [`compose`]: streamed compose archive safety check.
-//! - [`digest`]: sha256 digests of blobs.
+//! - [`admission`]: the one admission driver (push and `validate`) over a [`admission::BlobSource`].
 //! - [`report`]: [`report::Violation`], [`report::Report`], [`report::RuleId`].
 //! - [`offline`]: the `validate PATH` command's engine and renderers.
 
+pub mod admission;
 pub mod compose;
-pub mod digest;
 pub mod manifest;
 pub mod model;
 pub mod node;
@@ -23,6 +23,7 @@ pub mod report;
 pub mod resources;
 pub mod validate;
 pub mod yaml;
+mod yaml_hint;
 
 #[cfg(test)]
 mod fuzz_smoke;

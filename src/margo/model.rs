@@ -1,7 +1,12 @@
 //! Typed model of the Margo Application Description (`margo.yaml`).
 //!
-//! Mirrors every class and slot of `application-description.linkml.yaml`, with the
-//! schema's camelCase names. The model is built only from a document the validator has
+//! A typed view, not a second statement of the schema: what a `margo.yaml` may contain
+//! is `validate/shape.rs`'s table alone (the validator decides), and a test
+//! (`validate/linkml_conformance.rs`) holds that table against
+//! `application-description.linkml.yaml` and this model against the table (every field
+//! of every class read and written back, every enum value known), so that the model can
+//! never refuse a description the validator accepted. It uses the schema's camelCase
+//! names. The model is built only from a document the validator has
 //! accepted, so it encodes the schema's closed sets as enums (kind, profile type,
 //! architectures, peripherals, interfaces, data types, schema classes) instead of
 //! strings: code that holds an [`ApplicationDescription`] need not re-check them.

@@ -10,16 +10,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::margo::compose::{check_archive, ArchiveLimits};
-use crate::margo::digest::{parse as parse_digest, verify_blob};
-use crate::margo::manifest::package::check_package_description;
-use crate::margo::manifest::{
-    check_manifest, parse_manifest, Descriptor, ManifestClass, ManifestOptions, NextStep,
-    Reference, RouteKind,
+use crate::margo::admission::{
+    self, AdmissionLimits, BlobError, Deviations, LayoutBlobs, RoutePolicy,
 };
+use crate::margo::compose::check_archive;
+use crate::margo::manifest::{parse_manifest, Descriptor, Reference, RouteKind};
 use crate::margo::report::{FieldPath, Report, RuleId, Violation};
 use crate::margo::resources::normalize_relative;
-use crate::margo::validate::{validate_description, DescriptionLimits};
+use crate::margo::validate::validate_description;
 
 /// What PATH turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -27,6 +25,11 @@ use crate::margo::validate::{validate_description, DescriptionLimits};
 pub enum InputKind {
     Description,
     PackageDirectory,
+    /// A margot project: `margo.yaml` is margot's build file, the description is
+    /// `<directory>/app.yaml` (`margo/` unless the build file says otherwise).
+    MargotProject,
+    /// margot's build output `.dist/<version>/margo/`: `app.yaml` and `resources/`.
+    MargotOutput,
     ComposeArchive,
     OciLayout,
 }
@@ -36,6 +39,10 @@ impl InputKind {
         match self {
             InputKind::Description => "application description",
             InputKind::PackageDirectory => "package directory",
+            InputKind::MargotProject => {
+                "margot project (description in the margo directory's app.yaml)"
+            }
+            InputKind::MargotOutput => "margot build output (app.yaml)",
             InputKind::ComposeArchive => "compose archive",
             InputKind::OciLayout => "OCI image layout",
         }
@@ -62,7 +69,21 @@ pub enum InputError {
 pub struct Finding {
     /// What was checked, e.g. `margo.yaml` or `index.json manifests[0] (tag 1.0.0)`.
     pub subject: String,
+    /// Violations: what a push would be refused for.
     pub report: Report,
+    /// Tolerated deviations of the reference tooling: what a push would be warned about.
+    #[serde(skip_serializing_if = "Report::is_empty")]
+    pub warnings: Report,
+}
+
+impl Finding {
+    fn new(subject: String, report: Report) -> Self {
+        Self {
+            subject,
+            report,
+            warnings: Report::new(),
+        }
+    }
 }
 
 /// The outcome of `validate PATH`.
@@ -77,6 +98,7 @@ pub struct Outcome {
     pub error: Option<String>,
     pub valid: bool,
     pub violations: usize,
+    pub warnings: usize,
 }
 
 impl Outcome {
@@ -92,11 +114,12 @@ impl Outcome {
     }
 }
 
+/// What `validate` checks against: the proxy's limits and a default route's
+/// deviation handling, so that the answer is the one a push would get.
 #[derive(Debug, Clone, Default)]
 pub struct OfflineOptions {
-    pub description: DescriptionLimits,
-    pub manifest: ManifestOptions,
-    pub archive: ArchiveLimits,
+    pub limits: AdmissionLimits,
+    pub deviations: Deviations,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,11 +132,15 @@ pub enum OutputFormat {
 /// Validates PATH. Never panics; I/O trouble becomes exit code 2.
 pub fn validate_path(path: &Path, opts: &OfflineOptions) -> Outcome {
     let shown = path.display().to_string();
-    let result = detect(path).and_then(|kind| {
+    let result = detect(path, opts).and_then(|kind| {
         let findings = match kind {
             InputKind::Description => vec![description_file(path, "margo.yaml", opts)?.0],
-            InputKind::PackageDirectory => package_dir(path, opts)?,
-            InputKind::ComposeArchive => vec![archive_file(path, None, opts)?],
+            InputKind::PackageDirectory => package_dir(path, "margo.yaml", opts)?,
+            InputKind::MargotProject => {
+                package_dir(&path.join(margot_directory(path, opts)), "app.yaml", opts)?
+            }
+            InputKind::MargotOutput => package_dir(path, "app.yaml", opts)?,
+            InputKind::ComposeArchive => vec![archive_file(path, opts)?],
             InputKind::OciLayout => oci_layout(path, opts)?,
         };
         Ok((kind, findings))
@@ -121,6 +148,7 @@ pub fn validate_path(path: &Path, opts: &OfflineOptions) -> Outcome {
     match result {
         Ok((kind, findings)) => {
             let violations = findings.iter().map(|f| f.report.len()).sum();
+            let warnings = findings.iter().map(|f| f.warnings.len()).sum();
             Outcome {
                 path: shown,
                 kind: Some(kind),
@@ -128,6 +156,7 @@ pub fn validate_path(path: &Path, opts: &OfflineOptions) -> Outcome {
                 error: None,
                 valid: violations == 0,
                 violations,
+                warnings,
             }
         }
         Err(e) => Outcome {
@@ -137,6 +166,7 @@ pub fn validate_path(path: &Path, opts: &OfflineOptions) -> Outcome {
             error: Some(e.to_string()),
             valid: false,
             violations: 0,
+            warnings: 0,
         },
     }
 }
@@ -148,14 +178,20 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> InputError + '_ {
     }
 }
 
-fn detect(path: &Path) -> Result<InputKind, InputError> {
+fn detect(path: &Path, opts: &OfflineOptions) -> Result<InputKind, InputError> {
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
     if meta.is_dir() {
         if path.join("oci-layout").is_file() {
             return Ok(InputKind::OciLayout);
         }
         if path.join("margo.yaml").is_file() {
+            if is_margot_build_file(&path.join("margo.yaml"), opts) {
+                return Ok(InputKind::MargotProject);
+            }
             return Ok(InputKind::PackageDirectory);
+        }
+        if path.join("app.yaml").is_file() {
+            return Ok(InputKind::MargotOutput);
         }
         return Err(InputError::Unrecognised(path.to_owned()));
     }
@@ -186,19 +222,49 @@ fn description_file(
     subject: &str,
     opts: &OfflineOptions,
 ) -> Result<(Finding, crate::margo::validate::DescriptionCheck), InputError> {
-    let bytes = read_capped(path, opts.description.yaml.max_bytes)?;
-    let check = validate_description(&bytes, &opts.description);
+    let limits = &opts.limits.description;
+    let bytes = read_capped(path, limits.yaml.max_bytes)?;
+    let check = validate_description(&bytes, limits);
     Ok((
-        Finding {
-            subject: subject.to_owned(),
-            report: check.report.clone(),
-        },
+        Finding::new(subject.to_owned(), check.report.clone()),
         check,
     ))
 }
 
-fn package_dir(dir: &Path, opts: &OfflineOptions) -> Result<Vec<Finding>, InputError> {
-    let (mut finding, check) = description_file(&dir.join("margo.yaml"), "margo.yaml", opts)?;
+/// margot's build file (`apiVersion`, `id`, `name`, `description`, `version`, component
+/// blocks) rather than an Application Description, which has `kind`.
+fn is_margot_build_file(path: &Path, opts: &OfflineOptions) -> bool {
+    let Ok(bytes) = read_capped(path, opts.limits.description.yaml.max_bytes) else {
+        return false;
+    };
+    let Ok(root) = crate::margo::yaml::parse(&bytes, &opts.limits.description.yaml) else {
+        return false;
+    };
+    root.get("kind").is_none()
+        && ["id", "name", "version"]
+            .iter()
+            .all(|k| root.get(k).is_some())
+}
+
+/// The margot project's description directory (`directory:` in the build file).
+fn margot_directory(project: &Path, opts: &OfflineOptions) -> String {
+    read_capped(
+        &project.join("margo.yaml"),
+        opts.limits.description.yaml.max_bytes,
+    )
+    .ok()
+    .and_then(|b| crate::margo::yaml::parse(&b, &opts.limits.description.yaml).ok())
+    .and_then(|root| root.get("directory")?.as_str().map(str::to_owned))
+    .and_then(|d| normalize_relative(&d).ok())
+    .unwrap_or_else(|| "margo".to_owned())
+}
+
+fn package_dir(
+    dir: &Path,
+    description: &str,
+    opts: &OfflineOptions,
+) -> Result<Vec<Finding>, InputError> {
+    let (mut finding, check) = description_file(&dir.join(description), description, opts)?;
     let root = dir.canonicalize().map_err(io_err(dir))?;
     let app = FieldPath::root()
         .key("metadata")
@@ -244,59 +310,40 @@ fn package_dir(dir: &Path, opts: &OfflineOptions) -> Result<Vec<Finding>, InputE
     Ok(vec![finding])
 }
 
-fn archive_file(
-    path: &Path,
-    expected: Option<(&str, u64)>,
-    opts: &OfflineOptions,
-) -> Result<Finding, InputError> {
+fn archive_file(path: &Path, opts: &OfflineOptions) -> Result<Finding, InputError> {
     let f = File::open(path).map_err(io_err(path))?;
-    let check = check_archive(io::BufReader::new(f), &opts.archive, expected);
-    Ok(Finding {
-        subject: path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string()),
-        report: check.report,
-    })
+    let check = check_archive(io::BufReader::new(f), &opts.limits.archive, None);
+    let subject = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    Ok(Finding::new(subject, check.report))
 }
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 const MAX_INDEX_DEPTH: usize = 4;
 
-fn blob_path(layout: &Path, digest: &str) -> Option<PathBuf> {
-    let d = parse_digest(digest).ok()?;
-    let alg = digest.split_once(':')?.0;
-    Some(layout.join("blobs").join(alg).join(d.encoded()))
+/// A blob the layout lacks or holds wrong, as the violation `validate` reports
+/// (a push would be refused for it too, with an OCI error instead).
+fn blob_violation(e: &BlobError) -> Violation {
+    let mut v = Violation::new(
+        RuleId::BlobDigest,
+        FieldPath::root(),
+        "every blob a descriptor names, present in blobs/ with its digest and size",
+    );
+    v.message = format!("{} at $: {e} (in the layout)", RuleId::BlobDigest);
+    v
 }
 
-/// Why a blob of the layout could not be used.
-#[derive(Debug, thiserror::Error)]
-enum BlobError {
-    #[error("blob {digest} in the layout: {reason}")]
-    Unusable { digest: String, reason: String },
-}
-
-impl BlobError {
-    fn to_violation(&self) -> Violation {
-        let mut v = Violation::new(
-            RuleId::BlobDigest,
-            FieldPath::root(),
-            "every blob a descriptor names, present in blobs/ with its digest and size",
-        );
-        v.message = format!("{} at $: {self}", RuleId::BlobDigest);
-        v
-    }
-}
-
-/// Reads a blob named by a descriptor, verifying digest and size.
-fn read_blob(layout: &Path, d: &Descriptor, max: usize) -> Result<Vec<u8>, BlobError> {
-    let unusable = |reason: String| BlobError::Unusable {
-        digest: d.digest.clone(),
-        reason,
-    };
-    let p = blob_path(layout, &d.digest).ok_or_else(|| unusable("bad digest".into()))?;
-    let bytes = read_capped(&p, max).map_err(|e| unusable(e.to_string()))?;
-    verify_blob(&bytes, &d.digest, Some(d.size)).map_err(|e| unusable(e.to_string()))?;
+/// Reads a blob named by a descriptor (at most `max` bytes), verifying digest and size.
+fn read_blob(layout: &LayoutBlobs, d: &Descriptor, max: u64) -> Result<Vec<u8>, BlobError> {
+    let bytes = layout.read(&d.digest, d.size.min(max))?;
+    d.digest
+        .verify(&bytes, Some(d.size))
+        .map_err(|e| BlobError::Unavailable {
+            digest: d.digest.clone(),
+            reason: e.to_string(),
+        })?;
     Ok(bytes)
 }
 
@@ -305,7 +352,7 @@ fn oci_layout(dir: &Path, opts: &OfflineOptions) -> Result<Vec<Finding>, InputEr
         path: dir.to_owned(),
         reason,
     };
-    let max = opts.manifest.max_manifest_bytes;
+    let max = opts.limits.max_manifest_bytes;
     let oci_layout = read_capped(&dir.join("oci-layout"), 4096)?;
     let v: serde_json::Value = serde_json::from_slice(&oci_layout)
         .map_err(|e| layout_err(format!("oci-layout is not JSON ({e})")))?;
@@ -329,10 +376,20 @@ fn oci_layout(dir: &Path, opts: &OfflineOptions) -> Result<Vec<Finding>, InputEr
                 .join("; ")
         )));
     }
+    // Admission is async (the proxy reads blobs over the network); here the blobs are
+    // local files, so a single-threaded runtime drives the same code.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(io_err(dir))?;
+    let walker = Walker {
+        layout: LayoutBlobs::new(dir),
+        opts,
+        runtime,
+    };
     let mut findings = Vec::new();
     for (i, d) in index.manifests.iter().enumerate() {
         let subject = format!("index.json manifests[{i}]");
-        walk_manifest(dir, d, &subject, None, 0, opts, &mut findings);
+        walker.manifest(d, &subject, None, 0, &mut findings);
     }
     if findings.is_empty() {
         return Err(layout_err("index.json lists no manifests".into()));
@@ -340,108 +397,104 @@ fn oci_layout(dir: &Path, opts: &OfflineOptions) -> Result<Vec<Finding>, InputEr
     Ok(findings)
 }
 
-fn walk_manifest(
-    dir: &Path,
-    d: &Descriptor,
-    subject: &str,
-    inherited_tag: Option<&str>,
-    depth: usize,
-    opts: &OfflineOptions,
-    out: &mut Vec<Finding>,
-) {
-    let tag = d
-        .annotations
-        .get(REF_NAME)
-        .map(String::as_str)
-        .or(inherited_tag);
-    let reference = match tag {
-        Some(t) => Reference::Tag(t.to_owned()),
-        None => Reference::Digest(d.digest.clone()),
-    };
-    let subject = match tag {
-        Some(t) => format!("{subject} ({}, tag {t})", d.digest),
-        None => format!("{subject} ({})", d.digest),
-    };
-    let mut report = Report::new();
-    let bytes = match read_blob(dir, d, opts.manifest.max_manifest_bytes) {
-        Ok(b) => b,
-        Err(e) => {
-            report.push(e.to_violation());
-            out.push(Finding { subject, report });
-            return;
+/// The artifact's own claim of what it is, standing in for the route a push would
+/// meet: anything that is neither a component nor a chart is checked as a package,
+/// which reports a wrong artifactType.
+fn route_kind_of(bytes: &[u8], max: usize) -> RouteKind {
+    use crate::margo::manifest::component::{COMPOSE_ARTIFACT_TYPE, HELM_CONFIG_MEDIA_TYPE};
+    match parse_manifest(bytes, max) {
+        Ok((m, _)) if m.artifact_type.as_deref() == Some(COMPOSE_ARTIFACT_TYPE) => {
+            RouteKind::Component
         }
-    };
-    // The route is what the artifact claims to be; anything else is checked as a
-    // package, which reports the wrong artifactType.
-    let route = match parse_manifest(&bytes, opts.manifest.max_manifest_bytes) {
-        Ok((m, _)) if m.is_index() => {
-            if depth >= MAX_INDEX_DEPTH {
-                report.push(Violation::new(
-                    RuleId::ManifestIndexNotAllowed,
-                    FieldPath::root(),
-                    format!("indexes nested at most {MAX_INDEX_DEPTH} deep"),
-                ));
-                out.push(Finding { subject, report });
+        Ok((m, _))
+            if m.config
+                .as_ref()
+                .is_some_and(|c| c.media_type == HELM_CONFIG_MEDIA_TYPE) =>
+        {
+            RouteKind::Component
+        }
+        _ => RouteKind::App,
+    }
+}
+
+struct Walker<'a> {
+    layout: LayoutBlobs,
+    opts: &'a OfflineOptions,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Walker<'_> {
+    fn manifest(
+        &self,
+        d: &Descriptor,
+        subject: &str,
+        inherited_tag: Option<&str>,
+        depth: usize,
+        out: &mut Vec<Finding>,
+    ) {
+        let tag = d
+            .annotations
+            .get(REF_NAME)
+            .map(String::as_str)
+            .or(inherited_tag);
+        let reference = match tag {
+            Some(t) => Reference::Tag(t.to_owned()),
+            None => Reference::Digest(d.digest.clone()),
+        };
+        let subject = match tag {
+            Some(t) => format!("{subject} ({}, tag {t})", d.digest),
+            None => format!("{subject} ({})", d.digest),
+        };
+        let max = self.opts.limits.max_manifest_bytes;
+        let bytes = match read_blob(&self.layout, d, max as u64) {
+            Ok(b) => b,
+            Err(e) => {
+                let mut report = Report::new();
+                report.push(blob_violation(&e));
+                out.push(Finding::new(subject, report));
                 return;
             }
-            for (i, child) in m.manifests.iter().enumerate() {
-                let s = format!("{subject} manifests[{i}]");
-                walk_manifest(dir, child, &s, tag, depth + 1, opts, out);
-            }
-            return;
-        }
-        Ok((m, _)) => match m.artifact_type.as_deref() {
-            Some(crate::margo::manifest::component::COMPOSE_ARTIFACT_TYPE) => RouteKind::Component,
-            _ if m.config.as_ref().is_some_and(|c| {
-                c.media_type == crate::margo::manifest::component::HELM_CONFIG_MEDIA_TYPE
-            }) =>
-            {
-                RouteKind::Component
-            }
-            _ => RouteKind::App,
-        },
-        Err(_) => RouteKind::App,
-    };
-    let check = check_manifest(&bytes, route, &reference, &opts.manifest);
-    report.extend(check.report);
-    match (check.next, check.manifest, check.class) {
-        (NextStep::Description(layer), Some(manifest), ManifestClass::MargoPackage) => {
-            match read_blob(dir, &layer, opts.description.yaml.max_bytes) {
-                Ok(blob) => {
-                    let pc = check_package_description(
-                        &manifest,
-                        &layer,
-                        &blob,
-                        &reference,
-                        &opts.manifest,
-                        &opts.description,
-                    );
-                    report.extend(pc.report);
+        };
+        if let Ok((m, _)) = parse_manifest(&bytes, max) {
+            if m.is_index() {
+                if depth >= MAX_INDEX_DEPTH {
+                    let mut report = Report::new();
+                    report.push(Violation::new(
+                        RuleId::ManifestIndexNotAllowed,
+                        FieldPath::root(),
+                        format!("indexes nested at most {MAX_INDEX_DEPTH} deep"),
+                    ));
+                    out.push(Finding::new(subject, report));
+                    return;
                 }
-                Err(e) => report.push(e.to_violation()),
+                for (i, child) in m.manifests.iter().enumerate() {
+                    let s = format!("{subject} manifests[{i}]");
+                    self.manifest(child, &s, tag, depth + 1, out);
+                }
+                return;
             }
         }
-        (NextStep::ComposeArchive(layer), _, _) => {
-            let found = blob_path(dir, &layer.digest)
-                .ok_or_else(|| "bad digest".to_owned())
-                .and_then(|p| {
-                    archive_file(&p, Some((&layer.digest, layer.size)), opts)
-                        .map_err(|e| e.to_string())
-                });
-            match found {
-                Ok(f) => report.extend(f.report),
-                Err(reason) => report.push(
-                    BlobError::Unusable {
-                        digest: layer.digest.clone(),
-                        reason,
-                    }
-                    .to_violation(),
-                ),
+        let route = RoutePolicy::default_for(route_kind_of(&bytes, max), self.opts.deviations);
+        let decided = self.runtime.block_on(admission::admit(
+            &bytes,
+            &reference,
+            &route,
+            &self.layout,
+            &self.opts.limits,
+        ));
+        out.push(match decided {
+            Ok(decision) => Finding {
+                subject,
+                report: decision.report,
+                warnings: decision.warnings,
+            },
+            Err(e) => {
+                let mut report = Report::new();
+                report.push(blob_violation(&e));
+                Finding::new(subject, report)
             }
-        }
-        _ => {}
+        });
     }
-    out.push(Finding { subject, report });
 }
 
 /// Renders an outcome for people or machines.
@@ -464,25 +517,32 @@ fn render_human(o: &Outcome) -> String {
     for f in &o.findings {
         if f.report.is_empty() {
             s.push_str(&format!("  ok    {}\n", f.subject));
-            continue;
+        } else {
+            s.push_str(&format!(
+                "  FAIL  {}: {} violation(s)\n",
+                f.subject,
+                f.report.len()
+            ));
+            for v in f.report.violations() {
+                s.push_str(&format!("        {v}\n"));
+            }
+            if f.report.omitted() > 0 {
+                s.push_str(&format!("        … and {} more\n", f.report.omitted()));
+            }
         }
-        s.push_str(&format!(
-            "  FAIL  {}: {} violation(s)\n",
-            f.subject,
-            f.report.len()
-        ));
-        for v in f.report.violations() {
-            s.push_str(&format!("        {v}\n"));
-        }
-        if f.report.omitted() > 0 {
-            s.push_str(&format!("        … and {} more\n", f.report.omitted()));
+        for w in f.warnings.violations() {
+            s.push_str(&format!("  warn  {w}\n"));
         }
     }
     if o.violations == 0 {
-        s.push_str("valid\n");
+        s.push_str("valid");
     } else {
-        s.push_str(&format!("{} violation(s)\n", o.violations));
+        s.push_str(&format!("{} violation(s)", o.violations));
     }
+    if o.warnings > 0 {
+        s.push_str(&format!(", {} warning(s)", o.warnings));
+    }
+    s.push('\n');
     s
 }
 

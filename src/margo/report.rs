@@ -87,6 +87,12 @@ pub enum RuleId {
     /// A fetched blob's digest or size differs from its descriptor.
     BlobDigest,
 
+    // ---- known deviations of the reference tooling (warnings on tolerant routes) ----
+    /// A resource layer of kind `license` (margot's) instead of the spec's `licenseFile`.
+    DeviationLicenseMediaType,
+    /// A resource layer without the `org.margo.app.resource` annotation.
+    DeviationResourceAnnotation,
+
     // ---- component manifests ----
     /// Not exactly one compose archive layer.
     ComponentLayer,
@@ -154,6 +160,8 @@ impl RuleId {
         RuleId::ManifestIndexNotAllowed,
         RuleId::ManifestReferrerNotAllowed,
         RuleId::BlobDigest,
+        RuleId::DeviationLicenseMediaType,
+        RuleId::DeviationResourceAnnotation,
         RuleId::ComponentLayer,
         RuleId::ComponentAnnotation,
         RuleId::ComponentVersion,
@@ -205,6 +213,8 @@ impl RuleId {
             RuleId::ManifestIndexNotAllowed => "margo.manifest.index-not-allowed",
             RuleId::ManifestReferrerNotAllowed => "margo.manifest.referrer-not-allowed",
             RuleId::BlobDigest => "margo.blob.digest",
+            RuleId::DeviationLicenseMediaType => "margo.deviation.license-media-type",
+            RuleId::DeviationResourceAnnotation => "margo.deviation.resource-annotation",
             RuleId::ComponentLayer => "margo.component.layer",
             RuleId::ComponentAnnotation => "margo.component.annotation",
             RuleId::ComponentVersion => "margo.component.version",
@@ -219,6 +229,17 @@ impl RuleId {
             RuleId::ComposeSpecialFile => "margo.compose.special-file",
             RuleId::ComposeModeBits => "margo.compose.mode-bits",
         }
+    }
+}
+
+impl RuleId {
+    /// A known deviation of the reference tooling: a warning on tolerant routes, a
+    /// violation on strict ones.
+    pub const fn is_deviation(self) -> bool {
+        matches!(
+            self,
+            RuleId::DeviationLicenseMediaType | RuleId::DeviationResourceAnnotation
+        )
     }
 }
 
@@ -490,6 +511,20 @@ impl Report {
 
     pub fn is_empty(&self) -> bool {
         self.violations.is_empty() && self.omitted == 0
+    }
+
+    /// Moves the violations `pred` picks into a new report with the same cap (what
+    /// was omitted stays counted here).
+    pub fn split_off(&mut self, pred: impl Fn(&Violation) -> bool) -> Report {
+        let (picked, kept) = std::mem::take(&mut self.violations)
+            .into_iter()
+            .partition(pred);
+        self.violations = kept;
+        Report {
+            violations: picked,
+            omitted: 0,
+            max: self.max,
+        }
     }
 
     pub fn violations(&self) -> &[Violation] {

@@ -60,10 +60,19 @@ impl Default for YamlLimits {
 pub enum YamlError {
     #[error("input is {size} bytes, over the limit of {limit} bytes")]
     TooLarge { size: usize, limit: usize },
-    #[error("invalid YAML{}: {message}", .location.map(|l| format!(" at line {}, column {}", l.line, l.column)).unwrap_or_default())]
+    #[error(
+        "invalid YAML{}: {message}{}{}",
+        .location.map(|l| format!(" at line {}, column {}", l.line, l.column)).unwrap_or_default(),
+        .opened.map(|l| format!("; it began at line {}, column {}", l.line, l.column)).unwrap_or_default(),
+        .hint.map(|h| format!(" (hint: {h})")).unwrap_or_default()
+    )]
     Syntax {
         message: String,
+        /// Where parsing failed.
         location: Option<Location>,
+        /// Where the construct that failed was opened, when that is elsewhere.
+        opened: Option<Location>,
+        hint: Option<&'static str>,
     },
 }
 
@@ -133,6 +142,8 @@ pub fn parse(bytes: &[u8], limits: &YamlLimits) -> Result<Node, YamlError> {
     let text = std::str::from_utf8(bytes).map_err(|e| YamlError::Syntax {
         message: format!("input is not UTF-8 ({e})"),
         location: None,
+        opened: None,
+        hint: None,
     })?;
     let parsed: Result<Spanned<RawNode>, _> =
         serde_saphyr::from_str_with_options(text, options(limits));
@@ -152,7 +163,16 @@ pub fn parse(bytes: &[u8], limits: &YamlLimits) -> Result<Node, YamlError> {
                     message = stripped.to_owned();
                 }
             }
-            Err(YamlError::Syntax { message, location })
+            let diagnosis = crate::margo::yaml_hint::diagnose(text, location, &message);
+            Err(YamlError::Syntax {
+                message,
+                location,
+                opened: diagnosis
+                    .as_ref()
+                    .and_then(|d| d.opened)
+                    .filter(|o| Some(*o) != location),
+                hint: diagnosis.map(|d| d.hint),
+            })
         }
     }
 }
@@ -444,6 +464,54 @@ mod tests {
                 String::from_utf8_lossy(input)
             );
         }
+    }
+
+    fn syntax(text: &str) -> (YamlError, String) {
+        match parse(text.as_bytes(), &YamlLimits::default()) {
+            Err(e @ YamlError::Syntax { .. }) => {
+                let shown = e.to_string();
+                (e, shown)
+            }
+            other => panic!("expected a syntax error for {text:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn syntax_errors_say_where_the_construct_began_with_a_hint() {
+        // An unclosed `[` on line 4: the parser fails on a later line.
+        let (e, shown) = syntax(
+            "apiVersion: v1\nkind: ApplicationDescription\nmetadata:\n  name: [unclosed\n  version: 1.0.0\n  other: x\n",
+        );
+        let YamlError::Syntax {
+            location,
+            opened,
+            hint,
+            ..
+        } = &e
+        else {
+            unreachable!()
+        };
+        assert!(location.is_some_and(|l| l.line > 4), "{shown}");
+        assert_eq!(*opened, Some(Location { line: 4, column: 9 }), "{shown}");
+        assert!(hint.is_some_and(|h| h.contains("never closed")), "{shown}");
+        assert!(shown.contains("it began at line 4, column 9"), "{shown}");
+
+        let (e, shown) = syntax("a:\n  b: 1\n\tc: 2\n");
+        let YamlError::Syntax { hint, .. } = &e else {
+            unreachable!()
+        };
+        assert!(hint.is_some_and(|h| h.contains("tab")), "{shown}");
+
+        let (e, shown) = syntax("metadata:\n  name: a\n  version: 1\n  name: b\n");
+        let YamlError::Syntax { opened, hint, .. } = &e else {
+            unreachable!()
+        };
+        assert!(hint.is_some_and(|h| h.contains("twice")), "{shown}");
+        assert_eq!(*opened, Some(Location { line: 2, column: 3 }), "{shown}");
+
+        // The violation message carries both places.
+        let v = e.to_violation();
+        assert!(v.message.contains("line 2, column 3"), "{}", v.message);
     }
 
     #[test]

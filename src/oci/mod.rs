@@ -8,7 +8,7 @@ pub mod name;
 pub mod operation;
 pub mod path;
 
-pub use digest::Digest;
+pub use digest::{Digest, DigestError};
 pub use error::{OciError, OciErrorCode};
 pub use name::RepoName;
 pub use operation::Operation;

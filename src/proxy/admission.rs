@@ -1,31 +1,21 @@
-//! Margo admission of a manifest push: the manifest rules, then the blob they point at
-//! (the `margo.yaml` description or the Compose archive), fetched from the upstream by
-//! digest. Runs before anything of the push is sent upstream.
+//! Margo admission of a manifest push, as Pingora glue: the route's rules run in
+//! [`crate::margo::admission::admit`] over a blob source that reads from the upstream
+//! by digest (blobs are pushed before the manifest). Runs before anything of the push
+//! is sent upstream.
 
 use bytes::Bytes;
 
 use super::ctx::RequestCtx;
 use super::MargoProxy;
-use crate::config::{AdmissionMode, RouteKind};
-use crate::margo::compose::{self, ArchiveLimits};
-use crate::margo::manifest::{
-    self, package, Descriptor, ManifestCheck, ManifestOptions, NextStep, Reference,
-};
+use crate::margo::admission::{self, AdmissionLimits, BlobError, BlobSource, RoutePolicy, Verdict};
+use crate::margo::manifest::Descriptor;
 use crate::margo::report::Report;
-use crate::margo::validate::DescriptionLimits;
-use crate::oci::{OciError, OciErrorCode};
+use crate::oci::{OciError, OciErrorCode, OciRoute};
 use crate::upstream::registry::{Caller, RegistryError};
 use crate::upstream::Upstream;
 
 /// What admission found out, for the answer and for policies.
-pub struct Admitted {
-    pub check: Option<ManifestCheck>,
-    pub report: Report,
-    /// The parsed `margo.yaml` (app routes), as JSON.
-    pub description: Option<serde_json::Value>,
-    /// Paths in the Compose archive (component routes).
-    pub archive_files: Option<Vec<String>>,
-}
+pub type Admitted = admission::Decision;
 
 /// Runs the Margo rules of the route on a manifest push. `Err` is the refusal to send
 /// (enforce mode, or a blob the checks need that cannot be fetched).
@@ -36,122 +26,71 @@ pub async fn admit(
     caller: &Caller<'_>,
     body: &Bytes,
 ) -> Result<Admitted, OciError> {
-    let none = Admitted {
-        check: None,
-        report: Report::new(),
-        description: None,
-        archive_files: None,
+    let (Some(matched), Some(OciRoute::Manifest { reference, .. })) = (
+        ctx.forward.as_ref().and_then(|f| f.matched.as_ref()),
+        ctx.route.as_ref(),
+    ) else {
+        return Ok(admission::Decision::unchecked());
     };
-    let Some(matched) = ctx.forward.as_ref().and_then(|f| f.matched.as_ref()) else {
-        return Ok(none);
+    let route = RoutePolicy::of_route(&matched.route);
+    let limits = AdmissionLimits::from(&proxy.state.limits);
+    let source = UpstreamBlobs {
+        caller,
+        upstream,
+        upstream_name: matched.upstream_name.as_str(),
     };
-    let route = &matched.route;
-    if route.mode == AdmissionMode::Off || route.kind == RouteKind::Passthrough {
-        return Ok(none);
+    let decision = admission::admit(body, reference, &route, &source, &limits)
+        .await
+        .map_err(|e| blob_refusal(upstream, &e))?;
+    if decision.verdict == Verdict::Unchecked {
+        return Ok(decision);
     }
-    let reference = Reference::parse(&ctx.reference().unwrap_or_default());
-    let limits = &proxy.state.limits;
-    let opts = ManifestOptions {
-        allow_index: route.allow_index,
-        allow_referrers: route.allow_referrers,
-        extra_tags: route.extra_tags.clone(),
-        max_manifest_bytes: usize::try_from(limits.max_manifest_bytes).unwrap_or(usize::MAX),
-    };
-    let check = manifest::check_manifest(body, route.kind, &reference, &opts);
-    let mut report = check.report.clone();
-    let mut description = None;
-    let mut archive_files = None;
-    match (&check.next, &check.manifest) {
-        (NextStep::Description(layer), Some(m)) => {
-            let blob = fetch_blob(
-                caller,
-                upstream,
-                matched.upstream_name.as_str(),
-                layer,
-                limits.max_admission_blob_bytes,
-            )
-            .await?;
-            let pkg = package::check_package_description(
-                m,
-                layer,
-                &blob,
-                &reference,
-                &opts,
-                &DescriptionLimits::default(),
-            );
-            description = pkg.description.as_ref().and_then(|d| d.document_json());
-            report.extend(pkg.report);
-        }
-        (NextStep::ComposeArchive(layer), _) => {
-            let blob = fetch_blob(
-                caller,
-                upstream,
-                matched.upstream_name.as_str(),
-                layer,
-                limits.max_admission_blob_bytes,
-            )
-            .await?;
-            let expected = (layer.digest.to_string(), layer.size);
-            let archive_limits = ArchiveLimits {
-                max_compressed_bytes: limits.max_admission_blob_bytes,
-                ..ArchiveLimits::default()
-            };
-            // Decompressing is CPU work: keep it off the proxy's event loop.
-            let archive = tokio::task::spawn_blocking(move || {
-                compose::check_archive(
-                    std::io::Cursor::new(blob),
-                    &archive_limits,
-                    Some((expected.0.as_str(), expected.1)),
-                )
-            })
-            .await
-            .map_err(|_| OciError::new(OciErrorCode::Unavailable, "archive check failed"))?;
-            archive_files = Some(archive.entries.iter().map(|e| e.path.clone()).collect());
-            report.extend(archive.report);
-        }
-        _ => {}
+    let label = decision.verdict.as_str();
+    let metrics = &proxy.state.metrics;
+    for rule in decision.report.rule_ids() {
+        metrics.admission_decision(rule.as_str(), label);
     }
-    let decision = if report.is_empty() {
-        "accept"
-    } else if route.mode == AdmissionMode::Enforce {
-        "reject"
-    } else {
-        "audit"
-    };
-    for rule in report.rule_ids() {
-        proxy
-            .state
-            .metrics
-            .admission_decision(rule.as_str(), decision);
+    for rule in decision.warnings.rule_ids() {
+        metrics.admission_decision(rule.as_str(), "warn");
     }
-    if report.is_empty() {
-        proxy.state.metrics.admission_decision("none", decision);
+    if decision.report.is_empty() {
+        metrics.admission_decision("none", label);
     }
-    if !report.is_empty() {
-        let messages: Vec<&str> = report
-            .violations()
-            .iter()
-            .map(|v| v.message.as_str())
-            .collect();
+    if !decision.warnings.is_empty() {
+        tracing::info!(
+            target: "margo_proxy::admission",
+            request_id = %ctx.request_id,
+            repository = ctx.repository().unwrap_or(""),
+            reference = %reference,
+            decision = label,
+            warnings = ?messages(&decision.warnings),
+            "manifest accepted with known deviations of the reference tooling"
+        );
+    }
+    if !decision.report.is_empty() {
         tracing::warn!(
             target: "margo_proxy::admission",
             request_id = %ctx.request_id,
             repository = ctx.repository().unwrap_or(""),
-            reference = %ctx.reference().unwrap_or_default(),
-            decision,
-            violations = ?messages,
+            reference = %reference,
+            decision = label,
+            violations = ?messages(&decision.report),
+            warnings = ?messages(&decision.warnings),
             "manifest does not follow the Margo rules"
         );
-        if route.mode == AdmissionMode::Enforce {
-            return Err(refusal(&report));
-        }
     }
-    Ok(Admitted {
-        check: Some(check),
-        report,
-        description,
-        archive_files,
-    })
+    if decision.verdict == Verdict::Reject {
+        return Err(refusal(&decision.report));
+    }
+    Ok(decision)
+}
+
+fn messages(report: &Report) -> Vec<&str> {
+    report
+        .violations()
+        .iter()
+        .map(|v| v.message.as_str())
+        .collect()
 }
 
 /// `400 MANIFEST_INVALID`, one error entry per violation (its message names rule and
@@ -177,52 +116,57 @@ pub fn refusal(report: &Report) -> OciError {
     err
 }
 
-/// Fetches a blob the manifest names from the upstream (blobs are pushed before the
-/// manifest), bounded by the descriptor's size and the configured cap, checked against
-/// its digest.
-async fn fetch_blob(
-    caller: &Caller<'_>,
-    upstream: &Upstream,
-    upstream_name: &str,
-    layer: &Descriptor,
-    cap: u64,
-) -> Result<Bytes, OciError> {
-    if layer.size > cap {
-        return Err(OciError::new(
-            OciErrorCode::SizeInvalid,
-            format!(
-                "layer {} is {} bytes, more than the {cap} bytes admission reads",
-                layer.digest, layer.size
-            ),
-        ));
-    }
-    let digest: crate::oci::Digest = layer.digest.parse().map_err(|_| {
-        OciError::new(
-            OciErrorCode::DigestInvalid,
-            format!("invalid digest `{}`", layer.digest),
-        )
-    })?;
-    match upstream
-        .registry()
-        .blob_bytes(caller, upstream_name, &digest, layer.size)
-        .await
-    {
-        Ok(Some(blob)) => Ok(blob),
-        Ok(None) => Err(OciError::new(
-            OciErrorCode::ManifestBlobUnknown,
-            format!(
-                "blob {} named by the manifest is not in the repository (push blobs first)",
-                layer.digest
-            ),
-        )
-        .with_detail(serde_json::json!({ "digest": layer.digest.to_string() }))),
-        Err(RegistryError::TooLarge { .. }) => Err(OciError::new(
-            OciErrorCode::SizeInvalid,
-            format!("blob {} is larger than its descriptor says", layer.digest),
-        )),
-        Err(e) => {
+/// A blob the checks need could not be read: the push cannot be judged.
+fn blob_refusal(upstream: &Upstream, e: &BlobError) -> OciError {
+    match e {
+        BlobError::NotFound { digest } => {
+            OciError::new(OciErrorCode::ManifestBlobUnknown, e.to_string())
+                .with_detail(serde_json::json!({ "digest": digest.to_string() }))
+        }
+        BlobError::TooLarge { .. } | BlobError::LongerThanDescriptor { .. } => {
+            OciError::new(OciErrorCode::SizeInvalid, e.to_string())
+        }
+        BlobError::Unavailable { .. } => {
             tracing::warn!(upstream = %upstream.name, error = %e, "admission blob fetch failed");
-            Err(e.to_oci())
+            OciError::new(
+                OciErrorCode::Unavailable,
+                "upstream registry unavailable for admission",
+            )
+        }
+    }
+}
+
+/// The upstream's blobs, read through the registry client with the push's caller
+/// (the proxy's account or the client's own credentials, as for the push itself).
+struct UpstreamBlobs<'a> {
+    caller: &'a Caller<'a>,
+    upstream: &'a Upstream,
+    upstream_name: &'a str,
+}
+
+#[async_trait::async_trait]
+impl BlobSource for UpstreamBlobs<'_> {
+    /// Bounded by the descriptor's size (admission has refused sizes over its cap),
+    /// checked against its digest by the client.
+    async fn fetch(&self, layer: &Descriptor) -> Result<Bytes, BlobError> {
+        let unavailable = |reason: String| BlobError::Unavailable {
+            digest: layer.digest.clone(),
+            reason,
+        };
+        match self
+            .upstream
+            .registry()
+            .blob_bytes(self.caller, self.upstream_name, &layer.digest, layer.size)
+            .await
+        {
+            Ok(Some(blob)) => Ok(blob),
+            Ok(None) => Err(BlobError::NotFound {
+                digest: layer.digest.clone(),
+            }),
+            Err(RegistryError::TooLarge { .. }) => Err(BlobError::LongerThanDescriptor {
+                digest: layer.digest.clone(),
+            }),
+            Err(e) => Err(unavailable(e.to_string())),
         }
     }
 }

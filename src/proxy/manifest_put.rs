@@ -50,6 +50,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         Ok(a) => a,
         Err(e) => return respond::oci_error(session, ctx, &e).await,
     };
+    let warnings = crate::margo::admission::warning_headers(&admitted);
     let method = session.req_header().method.clone();
     if let Some(e) = super::policy::push(proxy, ctx, &method, &body, admitted).await {
         return respond::oci_error(session, ctx, &e).await;
@@ -125,6 +126,9 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
             };
             resp.append_header(name.clone(), value)?;
         }
+    }
+    for w in warnings {
+        resp.append_header(http::header::WARNING, w)?;
     }
     respond::answer(session, ctx, resp, answer.body).await
 }

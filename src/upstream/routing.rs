@@ -65,6 +65,7 @@ pub struct Route {
     pub extra_tags: Vec<String>,
     pub allow_index: bool,
     pub allow_referrers: bool,
+    pub deviations: crate::margo::admission::Deviations,
 }
 
 /// The outcome of routing one repository name.
@@ -111,6 +112,7 @@ impl Router {
                 extra_tags: r.extra_tags.clone(),
                 allow_index: r.allow_index,
                 allow_referrers: r.allow_referrers,
+                deviations: r.deviations,
             }));
         }
         Ok(Router { routes })

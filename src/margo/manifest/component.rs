@@ -18,6 +18,65 @@ pub fn is_semver(s: &str) -> bool {
     semver::Version::parse(s).is_ok()
 }
 
+/// A component annotation's value and where it was found.
+struct Found {
+    value: String,
+    path: FieldPath,
+}
+
+fn layer_annotation(key: &str) -> FieldPath {
+    FieldPath::root()
+        .key("layers")
+        .index(0)
+        .key("annotations")
+        .key(key)
+}
+
+fn where_(found: &Option<Found>) -> String {
+    match found {
+        Some(f) => format!("; found at {}", f.path),
+        None => "; found on neither".to_owned(),
+    }
+}
+
+/// A component annotation, read from the layer (where the specification's prose puts
+/// it) or the manifest (where margot and the specification's `oras push --annotation`
+/// example put it). The layer wins; a manifest value that disagrees is a violation
+/// naming both places.
+fn annotation(m: &Manifest, key: &str, out: &mut Report) -> Option<Found> {
+    let on_layer = m.layers.first().and_then(|l| l.annotations.get(key));
+    let on_manifest = m.annotations.get(key);
+    let manifest_path = FieldPath::root().key("annotations").key(key);
+    match (on_layer, on_manifest) {
+        (Some(l), Some(mv)) if l != mv => {
+            out.push(
+                Violation::new(
+                    RuleId::ComponentAnnotation,
+                    manifest_path,
+                    format!(
+                        "{l:?}, the value at {} (the layer's value wins; set one or make them agree)",
+                        layer_annotation(key)
+                    ),
+                )
+                .with_value(value(mv)),
+            );
+            Some(Found {
+                value: l.clone(),
+                path: layer_annotation(key),
+            })
+        }
+        (Some(l), _) => Some(Found {
+            value: l.clone(),
+            path: layer_annotation(key),
+        }),
+        (None, Some(mv)) => Some(Found {
+            value: mv.clone(),
+            path: manifest_path,
+        }),
+        (None, None) => None,
+    }
+}
+
 /// Compose component manifest rules. Returns the archive layer to fetch.
 pub(crate) fn check_compose_manifest(
     m: &Manifest,
@@ -48,45 +107,66 @@ pub(crate) fn check_compose_manifest(
             .with_value(value(&layer.media_type)),
         );
     }
-    let ann = at.key("annotations");
-    match layer.annotations.get(ANNOTATION_COMPONENT_TYPE) {
-        Some(t) if t == "compose" => {}
+    let type_found = annotation(m, ANNOTATION_COMPONENT_TYPE, out);
+    match &type_found {
+        Some(found) if found.value == "compose" => {}
         other => {
             let v = Violation::new(
                 RuleId::ComponentAnnotation,
-                ann.key(ANNOTATION_COMPONENT_TYPE),
-                "\"compose\"",
+                other.as_ref().map_or_else(
+                    || layer_annotation(ANNOTATION_COMPONENT_TYPE),
+                    |f| f.path.clone(),
+                ),
+                format!(
+                    "\"compose\" (on the layer or the manifest{})",
+                    where_(other)
+                ),
             );
             out.push(match other {
-                Some(t) => v.with_value(value(t)),
+                Some(f) => v.with_value(value(&f.value)),
                 None => v,
             });
         }
     }
-    match layer.annotations.get(ANNOTATION_COMPONENT_VERSION) {
+    match annotation(m, ANNOTATION_COMPONENT_VERSION, out) {
         None => out.push(Violation::new(
             RuleId::ComponentAnnotation,
-            ann.key(ANNOTATION_COMPONENT_VERSION),
-            "a SemVer 2.0 version (without `v`)",
+            layer_annotation(ANNOTATION_COMPONENT_VERSION),
+            "a SemVer 2.0 version (without `v`) on the layer or the manifest (found on neither)",
         )),
-        Some(version) => {
-            let vpath = ann.key(ANNOTATION_COMPONENT_VERSION);
+        Some(found) => {
+            // margot writes the annotation in its OCI-tag form too (`1.4.2_build.7`):
+            // `_` cannot occur in SemVer, so it can only stand for `+`.
+            let version = found.value.replacen('_', "+", 1);
+            let version = version.as_str();
             if !is_semver(version) {
                 out.push(
                     Violation::new(
                         RuleId::ComponentVersion,
-                        vpath.clone(),
+                        found.path.clone(),
                         "a SemVer 2.0 version without a leading `v`",
                     )
-                    .with_value(value(version)),
+                    .with_value(value(&found.value)),
                 );
             }
-            if let Some(tag) = reference.tag().filter(|t| t != version) {
+            if let Some(tag) = reference
+                .as_tag()
+                .filter(|t| !super::package::tag_matches_version(t, version))
+            {
                 out.push(
                     Violation::new(
                         RuleId::ComponentVersion,
                         FieldPath::root().key("tag"),
-                        format!("the tag {version:?} ({ANNOTATION_COMPONENT_VERSION})"),
+                        format!(
+                            "the tag {:?} ({ANNOTATION_COMPONENT_VERSION} at {}{})",
+                            version.replace('+', "_"),
+                            found.path,
+                            if version.contains('+') {
+                                ", `+` written as `_`"
+                            } else {
+                                ""
+                            }
+                        ),
                     )
                     .with_value(value(tag)),
                 );
@@ -94,13 +174,16 @@ pub(crate) fn check_compose_manifest(
             if let Some(oci) = layer
                 .annotations
                 .get(ANNOTATION_VERSION)
-                .filter(|o| *o != version)
+                .filter(|o| *o != version && **o != found.value)
             {
                 out.push(
                     Violation::new(
                         RuleId::ComponentVersion,
-                        ann.key(ANNOTATION_VERSION),
-                        format!("{version:?} (equal to {ANNOTATION_COMPONENT_VERSION})"),
+                        layer_annotation(ANNOTATION_VERSION),
+                        format!(
+                            "{version:?} (equal to {ANNOTATION_COMPONENT_VERSION} at {})",
+                            found.path
+                        ),
                     )
                     .with_value(value(oci)),
                 );
@@ -112,7 +195,7 @@ pub(crate) fn check_compose_manifest(
 
 /// Helm chart manifest rules (as Helm itself pushes them): Helm config, exactly one
 /// chart layer, optionally one provenance layer.
-pub(crate) fn check_helm_manifest(m: &Manifest, out: &mut Report) {
+pub(crate) fn check_helm_manifest(m: &Manifest, out: &mut Report) -> NextStep {
     check_oci_header(m, out);
     let root = FieldPath::root();
     if m.config.as_ref().map(|c| c.media_type.as_str()) != Some(HELM_CONFIG_MEDIA_TYPE) {
@@ -148,6 +231,63 @@ pub(crate) fn check_helm_manifest(m: &Manifest, out: &mut Report) {
                 .with_value(value(&l.media_type)),
             );
         }
+    }
+    match &m.config {
+        Some(c) if c.media_type == HELM_CONFIG_MEDIA_TYPE => NextStep::HelmConfig(c.clone()),
+        _ => NextStep::Done,
+    }
+}
+
+/// The chart's config (`Chart.yaml` as JSON): its `version` is what the tag must say,
+/// as `helm push` tags it (`+` written as `_`).
+pub fn check_helm_config(
+    config: &crate::margo::manifest::Descriptor,
+    blob: &[u8],
+    reference: &Reference,
+    out: &mut Report,
+) {
+    if let Err(e) = config.digest.verify(blob, Some(config.size)) {
+        out.push(
+            Violation::new(
+                RuleId::BlobDigest,
+                FieldPath::root().key("config"),
+                format!("the blob the descriptor names ({e})"),
+            )
+            .with_value(value(&config.digest.to_string())),
+        );
+        return;
+    }
+    let version = serde_json::from_slice::<serde_json::Value>(blob)
+        .ok()
+        .and_then(|v| v.get("version")?.as_str().map(str::to_owned));
+    let Some(version) = version else {
+        out.push(Violation::new(
+            RuleId::ManifestConfig,
+            FieldPath::root().key("config"),
+            "a Helm chart config (JSON) with a string `version`",
+        ));
+        return;
+    };
+    if let Some(tag) = reference
+        .as_tag()
+        .filter(|t| !super::package::tag_matches_version(t, &version))
+    {
+        out.push(
+            Violation::new(
+                RuleId::ComponentVersion,
+                FieldPath::root().key("tag"),
+                format!(
+                    "the tag {:?} (the chart's version {version:?}{})",
+                    version.replace('+', "_"),
+                    if version.contains('+') {
+                        ", `+` written as `_`"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+            .with_value(value(tag)),
+        );
     }
 }
 
@@ -193,11 +333,162 @@ mod tests {
             let c = check_manifest(
                 &bytes,
                 RouteKind::Component,
-                &Reference::parse(tag),
+                &reference(tag),
                 &ManifestOptions::default(),
             );
             c.report.assert_expected(name, want);
         }
+    }
+
+    /// margot and the specification's `oras push --annotation` example: the component
+    /// annotations on the manifest only.
+    fn on_manifest(m: &mut serde_json::Value) {
+        let mut ann = serde_json::Map::new();
+        for k in ["org.margo.component.type", "org.margo.component.version"] {
+            if let Some(v) = m["layers"][0]["annotations"]
+                .as_object_mut()
+                .and_then(|o| o.remove(k))
+            {
+                ann.insert(k.to_owned(), v);
+            }
+        }
+        m["annotations"] = serde_json::Value::Object(ann);
+    }
+
+    #[test]
+    fn component_annotations_on_the_manifest_or_the_layer() {
+        run(
+            compose_manifest,
+            vec![
+                ("on the manifest only", on_manifest, "1.2.3", None),
+                (
+                    "on both, agreeing",
+                    |m| {
+                        m["annotations"] = m["layers"][0]["annotations"].clone();
+                    },
+                    "1.2.3",
+                    None,
+                ),
+                (
+                    "on the manifest, tag differs",
+                    on_manifest,
+                    "1.2.4",
+                    Some((RuleId::ComponentVersion, "tag")),
+                ),
+                (
+                    "manifest type wrong",
+                    |m| {
+                        on_manifest(m);
+                        m["annotations"]["org.margo.component.type"] = json!("helm");
+                    },
+                    "1.2.3",
+                    Some((
+                        RuleId::ComponentAnnotation,
+                        "annotations[\"org.margo.component.type\"]",
+                    )),
+                ),
+            ],
+        );
+        // Disagreement: the layer wins and the violation names both places.
+        let mut m = compose_manifest();
+        m["annotations"] = json!({"org.margo.component.version": "2.0.0"});
+        let bytes = serde_json::to_vec(&m).unwrap_or_default();
+        let c = check_manifest(
+            &bytes,
+            RouteKind::Component,
+            &reference("1.2.3"),
+            &ManifestOptions::default(),
+        );
+        let [v] = c.report.violations() else {
+            panic!("one violation: {:?}", c.report.violations());
+        };
+        assert_eq!(v.rule, RuleId::ComponentAnnotation);
+        assert_eq!(
+            v.path.to_string(),
+            "annotations[\"org.margo.component.version\"]"
+        );
+        assert!(v.message.contains("got \"2.0.0\""), "{}", v.message);
+        assert!(
+            v.message.contains(
+                "\"1.2.3\", the value at layers[0].annotations[\"org.margo.component.version\"]"
+            ),
+            "{}",
+            v.message
+        );
+        assert!(v.message.contains("layer's value wins"), "{}", v.message);
+        // The layer's value is the one checked against the tag.
+        assert!(!c.report.has_rule(RuleId::ComponentVersion));
+        // Neither place: the message says so.
+        let mut m = compose_manifest();
+        m["layers"][0]["annotations"]
+            .as_object_mut()
+            .map(|o| o.remove("org.margo.component.version"));
+        let bytes = serde_json::to_vec(&m).unwrap_or_default();
+        let c = check_manifest(
+            &bytes,
+            RouteKind::Component,
+            &reference("1.2.3"),
+            &ManifestOptions::default(),
+        );
+        assert!(
+            c.report
+                .violations()
+                .iter()
+                .any(|v| v.message.contains("found on neither")),
+            "{:?}",
+            c.report.violations()
+        );
+    }
+
+    #[test]
+    fn build_metadata_tags_use_underscore() {
+        let with_build = |m: &mut serde_json::Value| {
+            m["layers"][0]["annotations"]["org.margo.component.version"] = json!("1.4.2+build.7");
+            m["layers"][0]["annotations"]["org.opencontainers.image.version"] =
+                json!("1.4.2+build.7");
+        };
+        run(
+            compose_manifest,
+            vec![
+                ("underscore tag", with_build, "1.4.2_build.7", None),
+                (
+                    "annotation in tag form, as margot writes it",
+                    |m| {
+                        on_manifest(m);
+                        m["annotations"]["org.margo.component.version"] = json!("1.4.2_build.7");
+                        m["layers"][0]["annotations"]
+                            .as_object_mut()
+                            .map(|o| o.remove("org.opencontainers.image.version"));
+                    },
+                    "1.4.2_build.7",
+                    None,
+                ),
+                (
+                    "two underscores are no SemVer",
+                    |m| {
+                        m["layers"][0]["annotations"]["org.margo.component.version"] =
+                            json!("1.4.2_a_b")
+                    },
+                    "1.4.2_a_b",
+                    Some((
+                        RuleId::ComponentVersion,
+                        "layers[0].annotations[\"org.margo.component.version\"]",
+                    )),
+                ),
+                (
+                    "tag without build",
+                    with_build,
+                    "1.4.2",
+                    Some((RuleId::ComponentVersion, "tag")),
+                ),
+                (
+                    "other build",
+                    with_build,
+                    "1.4.2_build.8",
+                    Some((RuleId::ComponentVersion, "tag")),
+                ),
+            ],
+        );
     }
 
     #[test]
@@ -340,7 +631,7 @@ mod tests {
         let c = check_manifest(
             &bytes,
             RouteKind::Component,
-            &Reference::parse("1.2.3"),
+            &reference("1.2.3"),
             &ManifestOptions::default(),
         );
         assert!(

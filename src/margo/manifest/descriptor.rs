@@ -1,6 +1,6 @@
 //! Lenient parsing of OCI manifests and descriptors from untrusted JSON.
 //!
-//! Own structs rather than `oci-spec`: oci-spec's strict deserialisation stops at the
+//! Own structs rather than the `oci-spec` crate (no longer a dependency): its strict deserialisation stops at the
 //! first problem with a serde message and no path, while admission must report every
 //! problem with its path (`layers[2].digest`). Its lax parts (unknown media types as
 //! `Other`) would not save work either. So: `serde_json::Value` in, typed fields out,
@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::margo::digest::parse as parse_digest;
 use crate::margo::report::{FieldPath, Report, RuleId, Violation};
+use crate::oci::Digest;
 
 pub const OCI_IMAGE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_IMAGE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -26,7 +26,7 @@ pub const ANNOTATION_VERSION: &str = "org.opencontainers.image.version";
 #[serde(rename_all = "camelCase")]
 pub struct Descriptor {
     pub media_type: String,
-    pub digest: String,
+    pub digest: Digest,
     pub size: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
@@ -123,19 +123,23 @@ pub(crate) fn descriptor(v: &Value, path: &FieldPath, out: &mut Report) -> Optio
             obj.get("mediaType"),
         ));
     }
-    let digest = obj.get("digest").and_then(Value::as_str);
-    match digest {
-        None => out.push(bad(
-            path.key("digest"),
-            "a string digest",
-            obj.get("digest"),
-        )),
-        Some(d) => {
-            if let Err(e) = parse_digest(d) {
-                out.push(bad(path.key("digest"), &e.to_string(), obj.get("digest")));
-            }
+    let digest = match obj.get("digest").and_then(Value::as_str) {
+        None => {
+            out.push(bad(
+                path.key("digest"),
+                "a string digest",
+                obj.get("digest"),
+            ));
+            None
         }
-    }
+        Some(d) => match d.parse::<Digest>() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                out.push(bad(path.key("digest"), &e.to_string(), obj.get("digest")));
+                None
+            }
+        },
+    };
     let size = obj.get("size").and_then(Value::as_u64);
     if size.is_none() {
         out.push(bad(
@@ -171,7 +175,7 @@ pub(crate) fn descriptor(v: &Value, path: &FieldPath, out: &mut Report) -> Optio
     let annotations = annotations(obj.get("annotations"), path.key("annotations"), out);
     Some(Descriptor {
         media_type: media_type?.to_owned(),
-        digest: digest.filter(|d| parse_digest(d).is_ok())?.to_owned(),
+        digest: digest?,
         size: size?,
         artifact_type,
         annotations,

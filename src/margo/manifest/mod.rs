@@ -17,38 +17,13 @@ pub use descriptor::{
 
 use serde::Serialize;
 
-use crate::margo::digest::parse as parse_digest;
 use crate::margo::report::{FieldPath, Report, RuleId, Violation};
 
 /// What a repository holds, per the route configuration (shared with the config).
 pub use crate::config::RouteKind;
 
-/// The reference a manifest is pushed under.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "type", content = "value", rename_all = "kebab-case")]
-pub enum Reference {
-    Tag(String),
-    Digest(String),
-}
-
-impl Reference {
-    /// A reference that parses as a digest is one; anything else is a tag (tag syntax
-    /// is the registry's to check).
-    pub fn parse(s: &str) -> Self {
-        if parse_digest(s).is_ok() {
-            Reference::Digest(s.to_owned())
-        } else {
-            Reference::Tag(s.to_owned())
-        }
-    }
-
-    pub fn tag(&self) -> Option<&str> {
-        match self {
-            Reference::Tag(t) => Some(t),
-            Reference::Digest(_) => None,
-        }
-    }
-}
+/// The reference a manifest is pushed under: the crate's one OCI reference type.
+pub use crate::oci::Reference;
 
 /// Per-route admission options.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +75,8 @@ pub enum NextStep {
     Description(Descriptor),
     /// The compose archive layer: continue with [`crate::margo::compose::check_archive`].
     ComposeArchive(Descriptor),
+    /// The Helm chart's config: continue with [`component::check_helm_config`].
+    HelmConfig(Descriptor),
 }
 
 /// Outcome of the manifest-only checks.
@@ -215,7 +192,7 @@ pub fn check_manifest(
         }
         (RouteKind::Component, ManifestClass::HelmChart) => {
             report.extend(problems);
-            component::check_helm_manifest(&manifest, &mut report);
+            next = component::check_helm_manifest(&manifest, &mut report);
         }
         (RouteKind::Component, ManifestClass::ComposeComponent) => {
             report.extend(problems);
@@ -242,7 +219,9 @@ pub fn check_manifest(
             );
         }
     }
-    if !report.is_empty() {
+    // Known deviations do not stop the check: on a tolerant route they are only warnings,
+    // and on a strict one the rest of the report is still worth having.
+    if report.violations().iter().any(|v| !v.rule.is_deviation()) || report.omitted() > 0 {
         next = NextStep::Done;
     }
     ManifestCheck {
@@ -255,7 +234,7 @@ pub fn check_manifest(
 
 #[cfg(test)]
 pub(crate) mod testutil {
-    use crate::margo::digest::{sha256_digest, EMPTY_JSON_DIGEST};
+    use crate::oci::digest::{sha256_digest, EMPTY_JSON_DIGEST};
     use serde_json::json;
 
     pub fn desc(media_type: &str, content: &[u8], title: Option<&str>) -> serde_json::Value {
@@ -268,6 +247,11 @@ pub(crate) mod testutil {
             d["annotations"] = json!({ "org.opencontainers.image.title": t });
         }
         d
+    }
+
+    /// A reference as the proxy parses it from the request path.
+    pub fn reference(s: &str) -> super::Reference {
+        super::Reference::parse(s).expect("a valid tag or digest")
     }
 
     pub fn empty_config() -> serde_json::Value {
@@ -283,9 +267,15 @@ pub(crate) mod testutil {
             "config": empty_config(),
             "layers": [
                 desc("application/vnd.margo.app.description.v1+yaml", description, Some("margo.yaml")),
-                desc("application/vnd.margo.app.icon.v1+png", b"png", Some("resources/icon.png")),
+                resource(desc("application/vnd.margo.app.icon.v1+png", b"png", Some("resources/icon.png")), "icon"),
             ]
         })
+    }
+
+    /// A resource layer as the specification annotates it.
+    pub fn resource(mut d: serde_json::Value, kind: &str) -> serde_json::Value {
+        d["annotations"]["org.margo.app.resource"] = json!(kind);
+        d
     }
 }
 
@@ -297,7 +287,7 @@ mod tests {
 
     fn run(v: &serde_json::Value, route: RouteKind, opts: &ManifestOptions) -> ManifestCheck {
         let bytes = serde_json::to_vec(v).unwrap_or_default();
-        check_manifest(&bytes, route, &Reference::parse("1.0.0"), opts)
+        check_manifest(&bytes, route, &reference("1.0.0"), opts)
     }
 
     #[test]
@@ -331,7 +321,7 @@ mod tests {
         let c = check_manifest(
             b"nope",
             RouteKind::App,
-            &Reference::parse("x"),
+            &reference("x"),
             &ManifestOptions::default(),
         );
         assert_eq!(c.class, ManifestClass::Unparseable);
@@ -387,13 +377,5 @@ mod tests {
         );
         assert!(c.report.has_rule(RuleId::ManifestArtifactType));
         assert_eq!(c.next, NextStep::Done);
-    }
-
-    #[test]
-    fn reference_parse() {
-        assert_eq!(Reference::parse("1.2.3"), Reference::Tag("1.2.3".into()));
-        let d = format!("sha256:{}", "c".repeat(64));
-        assert_eq!(Reference::parse(&d), Reference::Digest(d.clone()));
-        assert_eq!(Reference::parse(&d).tag(), None);
     }
 }

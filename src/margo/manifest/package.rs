@@ -2,16 +2,20 @@
 
 use std::collections::HashMap;
 
-use crate::margo::digest::{verify_blob, EMPTY_JSON_DIGEST};
 use crate::margo::manifest::descriptor::{Descriptor, Manifest, OCI_EMPTY_JSON};
 use crate::margo::manifest::{check_oci_header, value, ManifestOptions, NextStep, Reference};
 use crate::margo::report::{FieldPath, Report, RuleId, Violation};
 use crate::margo::resources::{normalize_relative, ResourceKind, ResourceRefs};
 use crate::margo::validate::{validate_description, DescriptionCheck, DescriptionLimits};
+use crate::oci::digest::EMPTY_JSON_DIGEST;
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.margo.app.v1+json";
 pub const DESCRIPTION_MEDIA_TYPE: &str = "application/vnd.margo.app.description.v1+yaml";
 const MARGO_APP_PREFIX: &str = "application/vnd.margo.app.";
+/// The annotation the specification puts on every resource layer.
+pub const ANNOTATION_RESOURCE: &str = "org.margo.app.resource";
+/// margot (margo-tooling 0.10) names the `licenseFile` kind `license`.
+const MARGOT_LICENSE_KIND: &str = "license";
 
 /// What a layer of a package is, by media type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +40,11 @@ pub fn layer_kind(media_type: &str) -> LayerKind {
         return LayerKind::Foreign;
     };
     let parsed = rest.split_once(".v1+").and_then(|(kind, format)| {
-        let kind = ResourceKind::parse(kind)?;
+        // margot's spelling is the same kind; that it deviates is reported on its own.
+        let kind = match kind {
+            MARGOT_LICENSE_KIND => ResourceKind::LicenseFile,
+            k => ResourceKind::parse(k)?,
+        };
         let format_ok = !format.is_empty()
             && format
                 .chars()
@@ -73,7 +81,7 @@ pub(crate) fn check_package_manifest(m: &Manifest, out: &mut Report) -> NextStep
         let at = root.key("layers").index(i);
         match layer_kind(&layer.media_type) {
             LayerKind::Description => description.push(layer),
-            LayerKind::Resource { .. } => {}
+            LayerKind::Resource { .. } => check_resource_deviations(layer, &at, out),
             LayerKind::UnknownMargo(kind) => out.push(
                 Violation::new(
                     RuleId::ManifestLayerKind,
@@ -142,6 +150,45 @@ pub(crate) fn check_package_manifest(m: &Manifest, out: &mut Report) -> NextStep
         .map_or(NextStep::Done, |d| NextStep::Description((*d).clone()))
 }
 
+/// Known deviations of the reference tooling on a resource layer, reported under their
+/// own rules (warnings on tolerant routes, see [`crate::margo::admission::Deviations`]).
+fn check_resource_deviations(layer: &Descriptor, at: &FieldPath, out: &mut Report) {
+    let margot_license = layer
+        .media_type
+        .strip_prefix(MARGO_APP_PREFIX)
+        .and_then(|rest| rest.split_once(".v1+"))
+        .is_some_and(|(kind, _)| kind == MARGOT_LICENSE_KIND);
+    if margot_license {
+        out.push(
+            Violation::new(
+                RuleId::DeviationLicenseMediaType,
+                at.key("mediaType"),
+                "application/vnd.margo.app.licenseFile.v1+<format> (the specification's kind; `license` is margot's spelling)",
+            )
+            .with_value(value(&layer.media_type)),
+        );
+    }
+    if !layer.annotations.contains_key(ANNOTATION_RESOURCE) {
+        out.push(Violation::new(
+            RuleId::DeviationResourceAnnotation,
+            at.key("annotations").key(ANNOTATION_RESOURCE),
+            format!("an {ANNOTATION_RESOURCE} annotation on the resource layer"),
+        ));
+    }
+}
+
+/// Whether an OCI tag names a SemVer version. OCI tags cannot hold `+`, so build
+/// metadata is written with `_` instead (`1.4.2_build.7` for `1.4.2+build.7`), as Helm
+/// and margot do when they push.
+pub fn tag_matches_version(tag: &str, version: &str) -> bool {
+    tag == version
+        || version.split_once('+').is_some_and(|(core, build)| {
+            tag.strip_prefix(core)
+                .and_then(|t| t.strip_prefix('_'))
+                .is_some_and(|t| t == build)
+        })
+}
+
 fn check_empty_config(config: Option<&Descriptor>, out: &mut Report) {
     let at = FieldPath::root().key("config");
     let expected = format!(
@@ -150,7 +197,7 @@ fn check_empty_config(config: Option<&Descriptor>, out: &mut Report) {
     let ok = config.is_some_and(|c| {
         c.media_type == OCI_EMPTY_JSON
             && c.size == 2
-            && c.digest == EMPTY_JSON_DIGEST
+            && c.digest.is_empty_json()
             && c.data.as_deref().is_none_or(|d| d == "e30=")
     });
     if !ok {
@@ -229,13 +276,18 @@ pub fn check_tag(
     opts: &ManifestOptions,
     out: &mut Report,
 ) {
-    let (Some(tag), Some(version)) = (reference.tag(), version) else {
+    let (Some(tag), Some(version)) = (reference.as_tag(), version) else {
         return;
     };
-    if tag == version || opts.extra_tags.iter().any(|t| t == tag) {
+    if tag_matches_version(tag, version) || opts.extra_tags.iter().any(|t| t == tag) {
         return;
     }
-    let mut expected = format!("the tag {version:?} (metadata.version)");
+    let mut expected = match version.replace('+', "_") {
+        oci if oci != version => {
+            format!("the tag {oci:?} (metadata.version {version:?}, `+` written as `_`)")
+        }
+        _ => format!("the tag {version:?} (metadata.version)"),
+    };
     if !opts.extra_tags.is_empty() {
         expected.push_str(&format!(" or one of {}", opts.extra_tags.join(", ")));
     }
@@ -268,14 +320,14 @@ pub fn check_package_description(
     limits: &DescriptionLimits,
 ) -> PackageCheck {
     let mut report = Report::with_cap(limits.max_violations);
-    if let Err(e) = verify_blob(blob, &layer.digest, Some(layer.size)) {
+    if let Err(e) = layer.digest.verify(blob, Some(layer.size)) {
         report.push(
             Violation::new(
                 RuleId::BlobDigest,
                 FieldPath::root().key("layers"),
                 format!("the blob the descriptor names ({e})"),
             )
-            .with_value(value(&layer.digest)),
+            .with_value(value(&layer.digest.to_string())),
         );
         return PackageCheck {
             report,
@@ -301,6 +353,71 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[test]
+    fn tag_matches_version_table() {
+        for (tag, version, want) in [
+            ("1.4.2", "1.4.2", true),
+            ("1.4.2_build.7", "1.4.2+build.7", true),
+            ("1.4.2-rc.1_b.1", "1.4.2-rc.1+b.1", true),
+            ("1.4.2", "1.4.2+build.7", false),
+            ("1.4.2_build.8", "1.4.2+build.7", false),
+            ("1.4.2_build.7", "1.4.2", false),
+            ("1.4.2build.7", "1.4.2+build.7", false),
+        ] {
+            assert_eq!(
+                tag_matches_version(tag, version),
+                want,
+                "{tag} vs {version}"
+            );
+        }
+    }
+
+    #[test]
+    fn margot_deviations_are_reported_under_their_own_rules() {
+        let mut m = package_manifest(b"x");
+        m["layers"][1] = desc(
+            "application/vnd.margo.app.license.v1+plain",
+            b"MIT",
+            Some("resources/license.txt"),
+        );
+        let bytes = serde_json::to_vec(&m).unwrap_or_default();
+        let c = check_manifest(
+            &bytes,
+            RouteKind::App,
+            &super::super::testutil::reference("0.1.0"),
+            &ManifestOptions::default(),
+        );
+        let rules: Vec<_> = c
+            .report
+            .violations()
+            .iter()
+            .map(|v| (v.rule, v.path.to_string()))
+            .collect();
+        assert_eq!(
+            rules,
+            vec![
+                (
+                    RuleId::DeviationLicenseMediaType,
+                    "layers[1].mediaType".to_owned()
+                ),
+                (
+                    RuleId::DeviationResourceAnnotation,
+                    "layers[1].annotations[\"org.margo.app.resource\"]".to_owned()
+                ),
+            ]
+        );
+        // Only deviations: the description is still fetched and checked.
+        assert!(matches!(c.next, NextStep::Description(_)));
+        // The kind is understood as licenseFile for the cross-check.
+        assert!(matches!(
+            layer_kind("application/vnd.margo.app.license.v1+plain"),
+            LayerKind::Resource {
+                kind: ResourceKind::LicenseFile,
+                ..
+            }
+        ));
+    }
+
     const DESC: &str = include_str!("../../../tests/fixtures/margo/valid-minimal.yaml");
 
     fn manifest_check(v: &serde_json::Value) -> super::super::ManifestCheck {
@@ -308,7 +425,7 @@ mod tests {
         check_manifest(
             &bytes,
             RouteKind::App,
-            &Reference::parse("0.1.0"),
+            &reference("0.1.0"),
             &ManifestOptions::default(),
         )
     }
@@ -514,7 +631,7 @@ mod tests {
             l.extend(layers_extra.iter().cloned());
         }
         let bytes = serde_json::to_vec(&m).unwrap_or_default();
-        let reference = Reference::parse(reference);
+        let reference = super::super::testutil::reference(reference);
         let c = check_manifest(&bytes, RouteKind::App, &reference, opts);
         let (Some(manifest), NextStep::Description(layer)) = (c.manifest, c.next) else {
             panic!("first phase must pass: {:?}", c.report.violations());
@@ -563,7 +680,24 @@ mod tests {
             &'a ManifestOptions,
             Option<(RuleId, &'a str)>,
         );
+        let build = DESC.replace("version: 0.1.0", "version: 1.4.2+build.7");
         let cases: Vec<Case<'_>> = vec![
+            (
+                "build metadata as _ in the tag",
+                build.clone(),
+                vec![],
+                "1.4.2_build.7",
+                &opts,
+                None,
+            ),
+            (
+                "build metadata missing from the tag",
+                build.clone(),
+                vec![],
+                "1.4.2",
+                &opts,
+                Some((RuleId::ManifestTag, "tag")),
+            ),
             (
                 "valid",
                 with_app("      icon: ./resources/icon.png\n"),
@@ -664,7 +798,7 @@ mod tests {
     fn blob_digest_is_verified_before_parsing() {
         let m = package_manifest(DESC.as_bytes());
         let bytes = serde_json::to_vec(&m).unwrap_or_default();
-        let reference = Reference::parse("0.1.0");
+        let reference = reference("0.1.0");
         let c = check_manifest(
             &bytes,
             RouteKind::App,

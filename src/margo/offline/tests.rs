@@ -5,9 +5,9 @@ use serde_json::json;
 
 use super::*;
 use crate::margo::compose::testutil::{archive, valid as valid_archive, E};
-use crate::margo::digest::sha256_digest;
 use crate::margo::manifest::component::{COMPOSE_ARTIFACT_TYPE, COMPOSE_LAYER_MEDIA_TYPE};
 use crate::margo::manifest::testutil::{desc, empty_config, package_manifest};
+use crate::oci::digest::sha256_digest;
 
 const MINIMAL: &str = include_str!("../../../tests/fixtures/margo/valid-minimal.yaml");
 const RICH: &str = include_str!("../../../tests/fixtures/margo/valid-rich.yaml");
@@ -213,4 +213,63 @@ fn renderers() {
     );
     let e = run(&d.path().join("missing"));
     assert!(render(&e, OutputFormat::Human).starts_with("error: "));
+}
+
+#[test]
+fn margot_project_and_build_output_are_recognised() {
+    let d = tmp();
+    write(
+        &d.path().join("margo.yaml"),
+        b"apiVersion: margo.tooling/v1\nid: hello\nname: hello\ndescription: x\nversion: 0.1.0\ncompose:\n  directory: compose\n  version: 0.1.0\n",
+    );
+    let desc_text = MINIMAL.replace(
+        "  catalog:\n",
+        "  catalog:\n    application:\n      licenseFile: resources/license.txt\n",
+    );
+    write(&d.path().join("margo/app.yaml"), desc_text.as_bytes());
+    let o = run(d.path());
+    assert_eq!(o.kind, Some(InputKind::MargotProject));
+    // The licence is missing: found relative to the description's directory.
+    assert_eq!(rules(&o), vec![RuleId::PackageResourceMissing]);
+    write(&d.path().join("margo/resources/license.txt"), b"MIT");
+    let o = run(d.path());
+    assert_eq!(o.exit_code(), 0, "{}", render(&o, OutputFormat::Human));
+    assert!(render(&o, OutputFormat::Human).contains("margot project"));
+
+    let o = run(&d.path().join("margo"));
+    assert_eq!(o.kind, Some(InputKind::MargotOutput));
+    assert_eq!(o.exit_code(), 0, "{}", render(&o, OutputFormat::Human));
+    assert!(render(&o, OutputFormat::Human).contains("margot build output"));
+
+    // A description named margo.yaml is still a package directory.
+    let p = tmp();
+    write(&p.path().join("margo.yaml"), MINIMAL.as_bytes());
+    assert_eq!(run(p.path()).kind, Some(InputKind::PackageDirectory));
+}
+
+/// validate applies the proxy's admission limits (it used its own before): a description
+/// larger than `limits.max_admission_blob_bytes` is refused offline as on push.
+#[test]
+fn oci_layouts_are_checked_with_the_proxys_limits() {
+    let m = package_manifest(MINIMAL.as_bytes());
+    let d = layout_with(&m, Some("0.1.0"));
+    put_blob(d.path(), MINIMAL.as_bytes());
+    put_blob(d.path(), b"png");
+    let limits = crate::config::Limits {
+        max_admission_blob_bytes: 64,
+        ..crate::config::Limits::default()
+    };
+    let o = validate_path(
+        d.path(),
+        &OfflineOptions {
+            limits: AdmissionLimits::from(&limits),
+            ..OfflineOptions::default()
+        },
+    );
+    assert_eq!(rules(&o), vec![RuleId::BlobDigest]);
+    let human = render(&o, OutputFormat::Human);
+    assert!(
+        human.contains("more than the 64 bytes admission reads"),
+        "{human}"
+    );
 }

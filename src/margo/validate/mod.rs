@@ -162,4 +162,6 @@ fn to_model(root: &Node, report: &mut Report) -> Option<ApplicationDescription> 
 }
 
 #[cfg(test)]
+mod linkml_conformance;
+#[cfg(test)]
 mod tests;
