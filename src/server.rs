@@ -34,9 +34,7 @@ pub fn build(config: &Config) -> Result<Server, ServeError> {
     server.bootstrap();
 
     let state = Arc::new(ProxyState::from_config(config).map_err(ServeError::Setup)?);
-    if let Some(policy) = &state.policy {
-        spawn_policy_reloader(policy.clone())?;
-    }
+    crate::signals::spawn_reloader(state.policy.clone()).map_err(ServeError::Setup)?;
     let upstreams = state.upstreams.clone();
     let metrics_state = state.clone();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
@@ -85,36 +83,4 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
         "margo-proxy starting"
     );
     server.run_forever()
-}
-
-/// Hot reload of the Rego policies: the file watcher, and SIGHUP for an explicit reload.
-/// Runs on its own small runtime so it works before and beside Pingora's.
-fn spawn_policy_reloader(policy: Arc<crate::policy::PolicyService>) -> Result<(), ServeError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ServeError::Setup(format!("policy reloader: {e}")))?;
-    std::thread::Builder::new()
-        .name("policy-reload".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                let _watcher = policy.spawn_watcher();
-                let Ok(mut hup) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                else {
-                    tracing::warn!("cannot listen for SIGHUP; policies reload on change only");
-                    return std::future::pending::<()>().await;
-                };
-                while hup.recv().await.is_some() {
-                    let p = policy.clone();
-                    match tokio::task::spawn_blocking(move || p.reload()).await {
-                        Ok(Ok(outcome)) => tracing::info!(?outcome, "policies reloaded on SIGHUP"),
-                        Ok(Err(e)) => tracing::error!(error = %e, "policy reload failed; keeping the previous set"),
-                        Err(e) => tracing::error!(error = %e, "policy reload task failed"),
-                    }
-                }
-            })
-        })
-        .map_err(|e| ServeError::Setup(format!("policy reloader: {e}")))?;
-    Ok(())
 }

@@ -57,6 +57,8 @@ impl ConfigError {
 pub struct Loaded {
     pub config: Config,
     pub warnings: Diagnostics,
+    /// Where each value is in the text, for findings made after loading.
+    pub locator: locate::Locator,
 }
 
 /// The whole file.
@@ -457,12 +459,14 @@ impl Config {
                 });
             }
         }
-        let report = check::check(&config, &locate::Locator::new(text));
+        let locator = locate::Locator::new(text);
+        let report = check::check(&config, &locator);
         if !report.errors.is_empty() {
             return Err(invalid(report.errors));
         }
         Ok(Loaded {
             config,
+            locator,
             warnings: Diagnostics {
                 origin,
                 items: report.warnings,
@@ -476,6 +480,15 @@ impl Config {
         listen: &str,
         admin: Option<&str>,
     ) -> Result<Config, ConfigError> {
+        Ok(Self::simple_checked(upstream, listen, admin)?.config)
+    }
+
+    /// [`Config::simple`] with the warnings; findings name the flags, not a file.
+    pub fn simple_checked(
+        upstream: &str,
+        listen: &str,
+        admin: Option<&str>,
+    ) -> Result<Loaded, ConfigError> {
         let mut text = format!(
             "listeners:\n  - address: {listen:?}\nupstreams:\n  - name: upstream\n    url: {upstream:?}\n"
         );
@@ -483,7 +496,7 @@ impl Config {
             text.push_str(&format!("admin:\n  address: {admin:?}\n"));
         }
         // The lines above are the ones `diagnostic::ARGUMENT_LINES` names flags for.
-        Ok(Self::parse_from(&text, Origin::Arguments)?.config)
+        Self::parse_from(&text, Origin::Arguments)
     }
 
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
@@ -517,7 +530,7 @@ pub mod check;
 mod diagnostic;
 #[cfg(test)]
 mod keys;
-mod locate;
+pub mod locate;
 mod parse;
 
 pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {

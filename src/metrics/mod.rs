@@ -428,7 +428,7 @@ impl Metrics {
         m.build_info
             .with_label_values(&[
                 env!("CARGO_PKG_VERSION"),
-                option_env!("MARGO_PROXY_GIT_SHA").unwrap_or("unknown"),
+                env!("MARGO_PROXY_GIT_SHA"),
             ])
             .set(1);
         Ok(m)

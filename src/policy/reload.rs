@@ -146,14 +146,10 @@ impl PolicyService {
                     Ok(mut guard) => *guard = engine,
                     Err(poisoned) => *poisoned.into_inner() = engine,
                 }
-                tracing::info!(target: "margo_proxy::policy", ?outcome, "policies reloaded");
                 Ok(outcome)
             }
-            Err(err) => {
-                tracing::error!(target: "margo_proxy::policy", error = %err,
-                    revision = %old.revision(), "policy reload failed, keeping the previous set");
-                Err(err)
-            }
+            // Logged by the caller, once, with what triggered the reload.
+            Err(err) => Err(err),
         }
     }
 
@@ -175,12 +171,18 @@ impl PolicyService {
                     return;
                 };
                 // Reading and compiling is blocking work; keep it off the reactor.
+                let revision = service.current().revision().to_owned();
                 let joined = tokio::task::spawn_blocking(move || service.reload_if_changed()).await;
-                if let Err(err) = joined {
-                    tracing::error!(target: "margo_proxy::policy", error = %err,
-                        "policy reload task failed");
+                match joined {
+                    Ok(Ok(Some(outcome))) => tracing::info!(target: "margo_proxy::reload",
+                        "policy files changed: {}", crate::signals::describe(&outcome)),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(err)) => tracing::error!(target: "margo_proxy::reload",
+                        "policy files changed: reload failed, keeping revision {}: {err}",
+                        revision.get(..12).unwrap_or(&revision)),
+                    Err(err) => tracing::error!(target: "margo_proxy::reload",
+                        "policy reload task failed: {err}"),
                 }
-                // Reload errors were already logged by reload_locked.
             }
         }))
     }
