@@ -255,7 +255,7 @@ mod tests {
 listeners:
   - address: 127.0.0.1:8080
 admin:
-  address: 127.0.0.1:9090
+  address: 127.0.0.1:9091
 upstreams:
   - name: main
     url: http://127.0.0.1:5000

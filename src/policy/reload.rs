@@ -74,8 +74,13 @@ impl PolicyService {
 
     /// Like [`Self::evaluate`], reusing the decision of an identical earlier input
     /// under the same bundle revision (see [`crate::policy::memo`]). For hot paths.
-    pub fn evaluate_memoised(&self, input: &PolicyInput) -> Arc<Decision> {
-        self.memo.evaluate(&self.current(), input)
+    pub fn evaluate_memoised(&self, input: &PolicyInput, request_id: &str) -> Arc<Decision> {
+        self.memo.evaluate(&self.current(), input, Some(request_id))
+    }
+
+    /// [`Self::evaluate`] for a proxied request: its decision log line carries the id.
+    pub fn evaluate_for(&self, input: &PolicyInput, request_id: &str) -> Decision {
+        self.current().evaluate_for(input, Some(request_id))
     }
 
     /// Reloads now (SIGHUP). On failure the previous set stays live and the error

@@ -7,6 +7,7 @@ use bytes::{Bytes, BytesMut};
 use super::ctx::RequestCtx;
 use super::MargoProxy;
 use crate::config::{AdmissionMode, RouteKind};
+use crate::metrics::AdmissionDecision;
 use crate::margo::compose::{self, ArchiveLimits};
 use crate::margo::manifest::{
     self, package, Descriptor, ManifestCheck, ManifestOptions, NextStep, Reference,
@@ -110,11 +111,11 @@ pub async fn admit(
         _ => {}
     }
     let decision = if report.is_empty() {
-        "accept"
+        AdmissionDecision::Accept
     } else if route.mode == AdmissionMode::Enforce {
-        "reject"
+        AdmissionDecision::Reject
     } else {
-        "audit"
+        AdmissionDecision::Audit
     };
     for rule in report.rule_ids() {
         proxy
@@ -136,8 +137,8 @@ pub async fn admit(
             request_id = %ctx.request_id,
             repository = ctx.repository().unwrap_or(""),
             reference = %ctx.reference().unwrap_or_default(),
-            decision,
-            violations = ?messages,
+            decision = decision.as_str(),
+            violations = %serde_json::to_string(&messages).unwrap_or_default(),
             "manifest does not follow the Margo rules"
         );
         if route.mode == AdmissionMode::Enforce {
