@@ -41,6 +41,11 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `cmd` and waits until it listens on `port` (for servers other than ours).
+    pub fn spawn_public(cmd: Command, port: u16, what: &str) -> Proc {
+        Self::spawn(cmd, port, what)
+    }
+
     fn spawn(mut cmd: Command, port: u16, what: &str) -> Proc {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -77,6 +82,16 @@ impl Proc {
         }
         wait_for_port(port, &mut child, what);
         Proc { child, log }
+    }
+
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     pub fn log_lines(&self) -> Vec<String> {
