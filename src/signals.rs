@@ -70,7 +70,11 @@ pub fn describe(outcome: &ReloadOutcome) -> String {
             format!("policies unchanged (revision {})", short(revision))
         }
         ReloadOutcome::Reloaded { from, to } => {
-            format!("policies reloaded: revision {} -> {}", short(from), short(to))
+            format!(
+                "policies reloaded: revision {} -> {}",
+                short(from),
+                short(to)
+            )
         }
     }
 }
@@ -91,9 +95,15 @@ mod tests {
         };
         assert_eq!(
             describe(&r),
-            format!("policies reloaded: revision {} -> {}", "a".repeat(12), "b".repeat(12))
+            format!(
+                "policies reloaded: revision {} -> {}",
+                "a".repeat(12),
+                "b".repeat(12)
+            )
         );
-        let u = ReloadOutcome::Unchanged { revision: "abc".into() };
+        let u = ReloadOutcome::Unchanged {
+            revision: "abc".into(),
+        };
         assert_eq!(describe(&u), "policies unchanged (revision abc)");
     }
 }

@@ -44,7 +44,9 @@ pub fn check_bind(config: &Config) -> Result<(), BindError> {
 
 fn bind_reason(e: &std::io::Error) -> String {
     match e.kind() {
-        std::io::ErrorKind::AddrInUse => "address already in use (another process listens there)".into(),
+        std::io::ErrorKind::AddrInUse => {
+            "address already in use (another process listens there)".into()
+        }
         std::io::ErrorKind::PermissionDenied => {
             "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)".into()
         }
@@ -61,7 +63,9 @@ pub fn check_state(loaded: &Loaded) -> Result<(), ConfigError> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
-        .and_then(|rt| rt.block_on(async { crate::proxy::ProxyState::from_config(&loaded.config) }));
+        .and_then(|rt| {
+            rt.block_on(async { crate::proxy::ProxyState::from_config(&loaded.config) })
+        });
     match built {
         Ok(_) => Ok(()),
         Err(message) => Err(setup_error(loaded, &message)),

@@ -55,7 +55,10 @@ fn serve_refuses(config: &Path) -> (i32, String) {
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("serve started with a config check-config refuses: {}", config.display());
+            panic!(
+                "serve started with a config check-config refuses: {}",
+                config.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -114,7 +117,10 @@ fn sighup_with_policies_reports_the_outcome_once() {
     hup(&proxy);
     let lines = wait_for_log(&proxy, "SIGHUP");
     assert_eq!(lines.len(), 1, "{lines:?}");
-    assert!(lines[0].contains("policies unchanged (revision "), "{lines:?}");
+    assert!(
+        lines[0].contains("policies unchanged (revision "),
+        "{lines:?}"
+    );
     std::fs::write(
         policies.join("extra.rego"),
         "package margo.admission.extra\n\ndeny contains \"never\" if { false }\n",
@@ -125,7 +131,10 @@ fn sighup_with_policies_reports_the_outcome_once() {
     while wait_for_log(&proxy, "SIGHUP").len() < 2 && Instant::now() < deadline {}
     let lines = wait_for_log(&proxy, "SIGHUP");
     assert_eq!(lines.len(), 2, "{lines:?}");
-    assert!(lines[1].contains("policies reloaded: revision "), "{lines:?}");
+    assert!(
+        lines[1].contains("policies reloaded: revision "),
+        "{lines:?}"
+    );
     assert_eq!(
         proxy
             .proc
@@ -145,7 +154,13 @@ fn a_port_in_use_fails_fast_with_one_line() {
     let addr = taken.local_addr().expect("addr").to_string();
     let free = format!("127.0.0.1:{}", free_port());
     for args in [
-        vec!["serve", "--upstream", "http://127.0.0.1:1", "--listen", addr.as_str()],
+        vec![
+            "serve",
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--listen",
+            addr.as_str(),
+        ],
         vec![
             "serve",
             "--upstream",
@@ -255,7 +270,10 @@ fn check_config_and_serve_refuse_the_same_configs() {
         );
         let (code, serve_err) = serve_refuses(&file);
         assert_eq!(code, 1, "{name}: serve: {serve_err}");
-        assert_eq!(serve_err, check_err, "{name}: serve and check-config differ");
+        assert_eq!(
+            serve_err, check_err,
+            "{name}: serve and check-config differ"
+        );
     }
 }
 
@@ -293,12 +311,25 @@ fn exit_codes_follow_one_scheme() {
     assert_eq!(code(&["serve"]), Some(2));
     assert_eq!(code(&["no-such-command"]), Some(2));
     assert_eq!(code(&["check-config", "config/local.yaml"]), Some(0));
-    let out = run(&["serve", "--upstream", "ftp://x", "--listen", "localhost"], None);
+    let out = run(
+        &["serve", "--upstream", "ftp://x", "--listen", "localhost"],
+        None,
+    );
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(!err.contains("<config>") && err.starts_with("--listen: "), "{err}");
+    assert!(
+        !err.contains("<config>") && err.starts_with("--listen: "),
+        "{err}"
+    );
     assert!(err.contains("--upstream: "), "{err}");
-    for sub in ["serve", "check-config", "validate", "policy", "completions", "man"] {
+    for sub in [
+        "serve",
+        "check-config",
+        "validate",
+        "policy",
+        "completions",
+        "man",
+    ] {
         let out = run(&[sub, "--version"], None);
         assert_eq!(out.status.code(), Some(0), "{sub} --version");
         assert!(String::from_utf8_lossy(&out.stdout).contains(env!("CARGO_PKG_VERSION")));
@@ -306,8 +337,8 @@ fn exit_codes_follow_one_scheme() {
     let yaml = std::fs::read_to_string(repo_root().join("tests/fixtures/margo/valid-rich.yaml"))
         .expect("fixture");
     assert_eq!(run(&["validate", "-"], Some(&yaml)).status.code(), Some(0));
-    let input = std::fs::read_to_string(repo_root().join("policies/examples/pull.json"))
-        .expect("example");
+    let input =
+        std::fs::read_to_string(repo_root().join("policies/examples/pull.json")).expect("example");
     let out = run(&["policy", "eval", "--input", "-"], Some(&input));
     assert!(matches!(out.status.code(), Some(0 | 1)), "{}", stderr(&out));
 }
@@ -351,7 +382,10 @@ fn completions_and_man_page_are_generated() {
         .expect("man (man-db) is required");
     let text = String::from_utf8_lossy(&rendered.stdout);
     assert!(rendered.status.success(), "{}", stderr(&rendered));
-    assert!(text.contains("check-config") && text.contains("Exit codes"), "{text}");
+    assert!(
+        text.contains("check-config") && text.contains("Exit codes"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -362,7 +396,10 @@ fn logs_on_a_pipe_are_plain_and_json_lists_are_json() {
     let lines = wait_for_log(&proxy, "margo_proxy::access");
     assert!(!lines.is_empty());
     for line in proxy.proc.log_lines() {
-        assert!(!line.contains('\u{1b}'), "ANSI escape in a piped log: {line:?}");
+        assert!(
+            !line.contains('\u{1b}'),
+            "ANSI escape in a piped log: {line:?}"
+        );
     }
     drop(proxy);
 
@@ -392,7 +429,10 @@ fn logs_on_a_pipe_are_plain_and_json_lists_are_json() {
     };
     let decision = find("margo_proxy::policy::decision");
     assert_eq!(decision["request_id"], "ops-test-1", "{decision}");
-    assert_eq!(decision["deny"], serde_json::json!(["hidden: tags of denied are hidden"]));
+    assert_eq!(
+        decision["deny"],
+        serde_json::json!(["hidden: tags of denied are hidden"])
+    );
     assert!(decision["packages"].is_array(), "{decision}");
     assert!(decision["warn"].is_array(), "{decision}");
     let access = find("margo_proxy::access");
@@ -461,9 +501,13 @@ fn every_dashboard_panel_shows_data_in_a_real_prometheus() {
     .expect("prometheus config");
     let mut prom = Command::new("prometheus");
     prom.arg(format!("--config.file={}", prom_conf.display()))
-        .arg(format!("--storage.tsdb.path={}", prom_dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            prom_dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"));
-    let _prom = common::Proc::spawn_public(prom, prom_port, "prometheus (Debian package `prometheus`)");
+    let _prom =
+        common::Proc::spawn_public(prom, prom_port, "prometheus (Debian package `prometheus`)");
     let c = http();
     let prom_url = format!("http://127.0.0.1:{prom_port}");
 
@@ -476,7 +520,10 @@ fn every_dashboard_panel_shows_data_in_a_real_prometheus() {
         &[(layer, 5, "application/vnd.oci.image.layer.v1.tar")],
         None,
     );
-    assert_eq!(common::put_manifest(&c, &base, "lib/x", "1", &manifest).status(), 201);
+    assert_eq!(
+        common::put_manifest(&c, &base, "lib/x", "1", &manifest).status(),
+        201
+    );
     for _ in 0..3 {
         let r = c
             .get(format!("{base}/v2/lib/x/manifests/1"))
@@ -486,14 +533,26 @@ fn every_dashboard_panel_shows_data_in_a_real_prometheus() {
         assert_eq!(r.status(), 200);
     }
     let bad = common::image_manifest(&[], None);
-    assert_eq!(common::put_manifest(&c, &base, "apps/bad", "1.0.0", &bad).status(), 400);
     assert_eq!(
-        c.get(format!("{base}/v2/denied/tags/list")).send().expect("tags").status(),
+        common::put_manifest(&c, &base, "apps/bad", "1.0.0", &bad).status(),
+        400
+    );
+    assert_eq!(
+        c.get(format!("{base}/v2/denied/tags/list"))
+            .send()
+            .expect("tags")
+            .status(),
         403
     );
-    let dead = c.get(format!("{base}/v2/dead/x/manifests/1")).send().expect("dead");
+    let dead = c
+        .get(format!("{base}/v2/dead/x/manifests/1"))
+        .send()
+        .expect("dead");
     assert!(dead.status().is_server_error(), "{}", dead.status());
-    let _ = c.get(format!("{}/readyz", proxy.admin_url())).send().expect("readyz");
+    let _ = c
+        .get(format!("{}/readyz", proxy.admin_url()))
+        .send()
+        .expect("readyz");
 
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo_root().join("grafana/dashboard.json")).expect("dashboard"),
@@ -537,7 +596,10 @@ fn every_dashboard_panel_shows_data_in_a_real_prometheus() {
     }
     assert!(empty.is_empty(), "panels without data: {empty:?}");
     for (title, why) in LEGITIMATELY_ZERO {
-        assert!(all.iter().any(|(t, _)| t == title), "{title} ({why}) is not a panel");
+        assert!(
+            all.iter().any(|(t, _)| t == title),
+            "{title} ({why}) is not a panel"
+        );
     }
 
     // build_info carries the commit the binary was built from.
@@ -556,6 +618,9 @@ fn every_dashboard_panel_shows_data_in_a_real_prometheus() {
     assert!(
         metrics.contains(&format!("git_sha=\"{sha}\"")),
         "build_info without commit {sha}: {}",
-        metrics.lines().find(|l| l.contains("build_info{")).unwrap_or("")
+        metrics
+            .lines()
+            .find(|l| l.contains("build_info{"))
+            .unwrap_or("")
     );
 }

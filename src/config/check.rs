@@ -50,8 +50,7 @@ impl Checker<'_> {
 /// Two listeners collide when their ports are equal and one IP is the other or a
 /// wildcard (`0.0.0.0:8080` takes `127.0.0.1:8080` too).
 fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
-    a.port() == b.port()
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 pub fn check(c: &Config, loc: &Locator) -> Report {
@@ -125,7 +124,10 @@ pub fn check(c: &Config, loc: &Locator) -> Report {
             );
         }
         if let Err(m) = crate::upstream::url::parse_base(&v.url) {
-            k.at_path(&format!("{path}.url"), format!("upstream `{}`: {m}", v.name));
+            k.at_path(
+                &format!("{path}.url"),
+                format!("upstream `{}`: {m}", v.name),
+            );
         }
         if let Some(ca) = &v.tls.ca_file {
             if let Err(m) = crate::upstream::tls::load_ca(ca) {
@@ -179,7 +181,10 @@ pub fn check(c: &Config, loc: &Locator) -> Report {
         let v = &r.value;
         let path = format!("routes[{i}]");
         if let Err(m) = crate::upstream::routing::compile_pattern(&v.pattern) {
-            k.at_path(&format!("{path}.match"), format!("route `{}`: {m}", v.pattern));
+            k.at_path(
+                &format!("{path}.match"),
+                format!("route `{}`: {m}", v.pattern),
+            );
         }
         if c.upstream(&v.upstream.value).is_none() {
             k.at(
@@ -294,7 +299,10 @@ server: { threads: 2, shutdown_timeout: 5s }
         let e = Config::parse(&bad).unwrap_err();
         let d = &e.diagnostics()[0];
         assert_eq!(d.line, 11, "{e}");
-        assert!(d.message.contains("nope") && d.message.contains("(known: `main`)"), "{e}");
+        assert!(
+            d.message.contains("nope") && d.message.contains("(known: `main`)"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -74,7 +74,14 @@ impl fmt::Display for Diagnostics {
                         .map_or("command line", |(_, flag)| flag);
                     write!(f, "{flag}: {}", d.message)?;
                 }
-                origin => write!(f, "{}:{}:{}: {}", origin.name(), d.line, d.column, d.message)?,
+                origin => write!(
+                    f,
+                    "{}:{}:{}: {}",
+                    origin.name(),
+                    d.line,
+                    d.column,
+                    d.message
+                )?,
             }
         }
         Ok(())

@@ -41,7 +41,14 @@ struct State {
     refused: Option<String>,
 }
 
-const STRINGS: [&str; 6] = ["1s", "pull", "a", "127.0.0.1:1", "http://127.0.0.1:1", "RS256"];
+const STRINGS: [&str; 6] = [
+    "1s",
+    "pull",
+    "a",
+    "127.0.0.1:1",
+    "http://127.0.0.1:1",
+    "RS256",
+];
 /// 0..6 strings, then a number, a bool, an empty map, an empty list.
 const CANDIDATES: usize = STRINGS.len() + 4;
 
@@ -55,7 +62,7 @@ pub fn leaf_keys() -> Result<BTreeSet<String>, String> {
             state.borrow_mut().refused = None;
             let walk = Walk {
                 st: &state,
-                path: String::new(),
+                path: "",
                 record: true,
                 spanned: false,
             };
@@ -160,7 +167,10 @@ impl<'de, 'a> de::Deserializer<'de> for Walk<'a> {
                 fields: &[],
                 i: 0,
             }),
-            _ => v.visit_seq(Elements { walk: self, left: 0 }),
+            _ => v.visit_seq(Elements {
+                walk: self,
+                left: 0,
+            }),
         };
         self.refused(r)
     }
@@ -367,11 +377,7 @@ impl<'de> de::VariantAccess<'de> for Variant<'_> {
         self.walk.branch();
         let walk = self.walk.child(self.pick);
         walk.branch();
-        v.visit_map(Fields {
-            walk,
-            fields,
-            i: 0,
-        })
+        v.visit_map(Fields { walk, fields, i: 0 })
     }
 }
 

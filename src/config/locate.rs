@@ -44,10 +44,7 @@ fn flatten(node: &Node, path: String, at: &mut HashMap<String, (usize, usize)>) 
     let mut child = |p: String, n: &Spanned<Node>| {
         at.insert(
             p.clone(),
-            (
-                n.referenced.line() as usize,
-                n.referenced.column() as usize,
-            ),
+            (n.referenced.line() as usize, n.referenced.column() as usize),
         );
         flatten(&n.value, p, at);
     };

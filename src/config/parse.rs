@@ -86,7 +86,10 @@ pub(super) fn all_errors(text: &str, first: Diagnostic) -> Vec<Diagnostic> {
     for (n, &start) in starts.iter().enumerate() {
         let end = starts.get(n + 1).copied().unwrap_or(lines.len());
         let (first_line, last_line) = (start + 1, end);
-        if out.iter().any(|d| (first_line..=last_line).contains(&d.line)) {
+        if out
+            .iter()
+            .any(|d| (first_line..=last_line).contains(&d.line))
+        {
             continue;
         }
         let key = lines[start].split(':').next().unwrap_or("").trim();
@@ -177,7 +180,10 @@ mod tests {
         let e = errors(&text);
         assert_eq!(e.len(), 3, "{e:?}");
         assert!(e[0].starts_with("<config>:7:"), "{e:?}");
-        assert!(e[1].starts_with("<config>:9:") && e[1].contains("formt"), "{e:?}");
+        assert!(
+            e[1].starts_with("<config>:9:") && e[1].contains("formt"),
+            "{e:?}"
+        );
         assert!(e[2].starts_with("<config>:11:"), "{e:?}");
     }
 

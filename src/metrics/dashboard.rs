@@ -147,7 +147,8 @@ pub struct Matcher {
 /// Every `name{label op "value", ...}` matcher in one expression.
 pub fn expr_matchers(expr: &str) -> Vec<Matcher> {
     let re = regex::Regex::new(r#"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}"#).ok();
-    let one = regex::Regex::new(r#"([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)""#).ok();
+    let one =
+        regex::Regex::new(r#"([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)""#).ok();
     let (Some(re), Some(one)) = (re, one) else {
         return Vec::new();
     };
@@ -462,9 +463,16 @@ mod tests {
             (family == "a_total" && label == "decision").then(|| vec!["accept", "reject"])
         };
         let dash = |e: &str| format!(r#"{{"panels":[{{"targets":[{{"expr":{e:?}}}]}}]}}"#);
-        let ok = dash(r#"sum(rate(a_total{job=~"$job", decision="reject", rule!="x"}[1m])) + a_total{decision=~"acc.*"} + a_total{decision=~"accept|reject"}"#);
-        assert_eq!(impossible_matchers(&ok, allowed).expect("json"), Vec::<String>::new());
-        let bad = dash(r#"rate(a_total{decision="deny"}[1m]) + a_total{decision=~"accept|deny"} + a_total{decision=~"d.*"}"#);
+        let ok = dash(
+            r#"sum(rate(a_total{job=~"$job", decision="reject", rule!="x"}[1m])) + a_total{decision=~"acc.*"} + a_total{decision=~"accept|reject"}"#,
+        );
+        assert_eq!(
+            impossible_matchers(&ok, allowed).expect("json"),
+            Vec::<String>::new()
+        );
+        let bad = dash(
+            r#"rate(a_total{decision="deny"}[1m]) + a_total{decision=~"accept|deny"} + a_total{decision=~"d.*"}"#,
+        );
         assert_eq!(impossible_matchers(&bad, allowed).expect("json").len(), 3);
     }
 

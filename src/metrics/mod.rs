@@ -165,7 +165,9 @@ pub fn emitted_label_values(family: &str, label: &str) -> Option<Vec<&'static st
     let values: Vec<&'static str> = match (family, label) {
         (_, "operation") => OPERATIONS.to_vec(),
         ("requests_total", "method") => {
-            vec!["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "other"]
+            vec![
+                "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "other",
+            ]
         }
         ("requests_total", "status") => (100..=599)
             .map(status_label)
@@ -504,10 +506,7 @@ impl Metrics {
             m.cache_evictions.with_label_values(&[cause]);
         }
         m.build_info
-            .with_label_values(&[
-                env!("CARGO_PKG_VERSION"),
-                env!("MARGO_PROXY_GIT_SHA"),
-            ])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("MARGO_PROXY_GIT_SHA")])
             .set(1);
         Ok(m)
     }

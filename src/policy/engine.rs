@@ -131,7 +131,12 @@ impl PolicyEngine {
             .map_err(|e| format!("input does not serialise: {e}"));
         let decision = self.evaluate_value(input.point(), value);
         if self.decision_log {
-            log::log_decision(&decision, &request.repository, &request.reference, request_id);
+            log::log_decision(
+                &decision,
+                &request.repository,
+                &request.reference,
+                request_id,
+            );
         }
         decision
     }

@@ -7,13 +7,13 @@ use bytes::{Bytes, BytesMut};
 use super::ctx::RequestCtx;
 use super::MargoProxy;
 use crate::config::{AdmissionMode, RouteKind};
-use crate::metrics::AdmissionDecision;
 use crate::margo::compose::{self, ArchiveLimits};
 use crate::margo::manifest::{
     self, package, Descriptor, ManifestCheck, ManifestOptions, NextStep, Reference,
 };
 use crate::margo::report::Report;
 use crate::margo::validate::DescriptionLimits;
+use crate::metrics::AdmissionDecision;
 use crate::oci::{OciError, OciErrorCode};
 use crate::upstream::Upstream;
 
