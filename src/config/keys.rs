@@ -39,6 +39,9 @@ struct State {
     variant: usize,
     candidate: HashMap<String, usize>,
     refused: Option<String>,
+    /// The last path given a made-up value: blamed when a refusal comes from outside a
+    /// visitor (a custom `deserialize` parsing the value it got).
+    last: Option<String>,
 }
 
 const STRINGS: [&str; 6] = [
@@ -70,7 +73,7 @@ pub fn leaf_keys() -> Result<BTreeSet<String>, String> {
                 Ok(_) => break,
                 Err(e) => {
                     let mut st = state.borrow_mut();
-                    let Some(path) = st.refused.take() else {
+                    let Some(path) = st.refused.take().or_else(|| st.last.take()) else {
                         return Err(format!("the key walk failed: {e}"));
                     };
                     let n = st.candidate.entry(path.clone()).or_insert(0);
@@ -130,6 +133,7 @@ impl<'a> Walk<'a> {
         }
     }
     fn candidate(self) -> usize {
+        self.st.borrow_mut().last = Some(self.path.to_owned());
         self.st
             .borrow()
             .candidate
@@ -393,18 +397,22 @@ pub fn documented_keys(readme: &str) -> BTreeSet<String> {
         for (i, item) in cell.split('`').skip(1).step_by(2).enumerate() {
             let item = item.replace("\\|", ",");
             let full = if let Some(rel) = item.strip_prefix('.') {
-                format!("{parent}.{rel}")
+                if parent.is_empty() {
+                    rel.to_owned()
+                } else {
+                    format!("{parent}.{rel}")
+                }
             } else {
                 item.clone()
             };
             if i == 0 {
+                // `a.{b,c}`: beside `a.b`, i.e. in `a`; `a.b`: in `a`.
                 parent = match full.split_once('{') {
                     Some((head, _)) => head.trim_end_matches('.').to_owned(),
-                    None => full.clone(),
+                    None => full
+                        .rfind('.')
+                        .map_or(String::new(), |cut| full[..cut].to_owned()),
                 };
-                parent = parent
-                    .rfind('.')
-                    .map_or(String::new(), |cut| parent[..cut].to_owned());
             }
             for k in expand(&full) {
                 out.insert(k);
@@ -451,9 +459,13 @@ mod tests {
 
     #[test]
     fn readme_cells_expand() {
-        let t = "| `a[].b`, `.c.{d,e\\|f}` | x |\n| `g` / `.h` | y |\n";
+        let t =
+            "| `a[].b`, `.c.{d,e\\|f}` | x |\n| `g` / `.h` | y |\n| `i.{j,k}`, `.l[].m` | z |\n";
         let got: Vec<String> = documented_keys(t).into_iter().collect();
-        assert_eq!(got, ["a[].b", "a[].c.d", "a[].c.e", "a[].c.f", "g", "h"]);
+        assert_eq!(
+            got,
+            ["a[].b", "a[].c.d", "a[].c.e", "a[].c.f", "g", "h", "i.j", "i.k", "i.l[].m"]
+        );
     }
 
     #[test]
