@@ -624,3 +624,28 @@ fn every_dashboard_panel_shows_data_in_a_real_prometheus() {
             .unwrap_or("")
     );
 }
+
+#[test]
+fn examples_keep_the_admin_port_off_prometheus_default() {
+    let root = repo_root();
+    let mut files = vec![
+        root.join("README.md"),
+        root.join("grafana/prometheus.yml"),
+        root.join("scripts/demo"),
+    ];
+    for entry in std::fs::read_dir(root.join("config")).expect("config/") {
+        files.push(entry.expect("entry").path());
+    }
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read");
+        assert!(
+            !text.contains(":9090") && !text.contains("admin.listen"),
+            "{} uses Prometheus's port 9090 or the wrong key",
+            f.display()
+        );
+    }
+    let prom = std::fs::read_to_string(root.join("grafana/prometheus.yml")).expect("read");
+    assert!(prom.contains("\"127.0.0.1:9091\"") && prom.contains("admin.address"));
+    let local = std::fs::read_to_string(root.join("config/local.yaml")).expect("read");
+    assert!(local.contains("address: 127.0.0.1:9091") && local.contains("address: 127.0.0.1:8080"));
+}
