@@ -649,3 +649,70 @@ fn examples_keep_the_admin_port_off_prometheus_default() {
     let local = std::fs::read_to_string(root.join("config/local.yaml")).expect("read");
     assert!(local.contains("address: 127.0.0.1:9091") && local.contains("address: 127.0.0.1:8080"));
 }
+
+#[test]
+fn the_access_log_names_the_subject_never_the_token() {
+    const RESOURCE: &str = "http://margo-proxy.test";
+    let Some(idp) = common::Idp::start(RESOURCE) else {
+        return;
+    };
+    let reg = Registry::start();
+    let proxy = Proxy::start(&format!(
+        r#"listeners: [{{address: "{{listen}}"}}]
+admin: {{address: "{{admin}}"}}
+upstreams: [{{name: main, url: "{upstream}"}}]
+log: {{format: json}}
+auth:
+  realm: "{{proxy_url}}/token"
+  service: margo-it
+  issuers:
+    - issuer: "{issuer}"
+      audiences: ["{RESOURCE}"]
+      require_at_jwt_typ: true
+  rules:
+    - match: [{{claim: groups, values: [wfm]}}]
+      grant: {{"apps/**": [pull]}}
+  token_endpoint:
+    idp_token_url: "{token_url}"
+    resource: "{RESOURCE}"
+    idp_scope: registry
+"#,
+        upstream = reg.url(),
+        issuer = idp.get("issuer"),
+        token_url = idp.get("token_endpoint"),
+    ));
+    let c = http();
+    use base64::Engine;
+    let creds = base64::engine::general_purpose::STANDARD.encode("wfm:wfm-secret");
+    let r = c
+        .get(format!(
+            "{}/token?service=margo-it&scope=repository:apps/x:pull",
+            proxy.url()
+        ))
+        .header("Authorization", format!("Basic {creds}"))
+        .send()
+        .expect("token");
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().expect("token JSON");
+    let token = v["token"].as_str().expect("token").to_owned();
+    let r = c
+        .get(format!("{}/v2/apps/x/tags/list", proxy.url()))
+        .header("Authorization", format!("Bearer {token}"))
+        .header("X-Request-Id", "ops-subject-1")
+        .send()
+        .expect("tags");
+    assert!(r.status() == 200 || r.status() == 404, "{}", r.status());
+    wait_for_log(&proxy, "ops-subject-1");
+    let lines = proxy.proc.log_lines();
+    let access: serde_json::Value = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "margo_proxy::access" && v["request_id"] == "ops-subject-1")
+        .expect("access line");
+    let subject = access["subject"].as_str().unwrap_or_default();
+    assert!(!subject.is_empty(), "no subject: {access}");
+    assert_eq!(access["client_ip"], "127.0.0.1");
+    for l in &lines {
+        assert!(!l.contains(&token), "a token in the log: {l}");
+    }
+}
