@@ -13,7 +13,8 @@
 //! - [`metrics`]: Prometheus metric families, rendered on the admin listener;
 //! - [`admin`]: health, readiness and metrics on their own listener;
 //! - [`server`]: turning a config into running Pingora services;
-//! - [`shard`]: per-thread counter shards for what every request counts.
+//! - [`shard`]: per-thread counter shards for what every request counts;
+//! - [`startup`], [`signals`]: checks before serving, SIGHUP.
 
 pub mod admin;
 pub mod auth;
@@ -29,6 +30,8 @@ pub mod policy;
 pub mod proxy;
 pub mod server;
 pub mod shard;
+pub mod signals;
+pub mod startup;
 pub mod upstream;
 
 /// Selects the process-wide rustls crypto provider (ring, the one Pingora uses) so that

@@ -57,9 +57,7 @@ pub fn build(config: &Config) -> Result<Built, ServeError> {
         Some(e) => Some(e.resolve_token().map_err(ServeError::Setup)?),
         None => None,
     };
-    if let Some(policy) = &state.policy {
-        spawn_policy_reloader(policy.clone())?;
-    }
+    crate::signals::spawn_reloader(state.policy.clone()).map_err(ServeError::Setup)?;
     let upstreams = state.upstreams.clone();
     let metrics_state = state.clone();
     let drain = std::sync::Arc::new(Drain::default());
@@ -157,36 +155,4 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
         shutdown_signal: Box::new(shutdown),
     });
     std::process::exit(0)
-}
-
-/// Hot reload of the Rego policies: the file watcher, and SIGHUP for an explicit reload.
-/// Runs on its own small runtime so it works before and beside Pingora's.
-fn spawn_policy_reloader(policy: Arc<crate::policy::PolicyService>) -> Result<(), ServeError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| ServeError::Setup(format!("policy reloader: {e}")))?;
-    std::thread::Builder::new()
-        .name("policy-reload".into())
-        .spawn(move || {
-            rt.block_on(async move {
-                let _watcher = policy.spawn_watcher();
-                let Ok(mut hup) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                else {
-                    tracing::warn!("cannot listen for SIGHUP; policies reload on change only");
-                    return std::future::pending::<()>().await;
-                };
-                while hup.recv().await.is_some() {
-                    let p = policy.clone();
-                    match tokio::task::spawn_blocking(move || p.reload()).await {
-                        Ok(Ok(outcome)) => tracing::info!(?outcome, "policies reloaded on SIGHUP"),
-                        Ok(Err(e)) => tracing::error!(error = %e, "policy reload failed; keeping the previous set"),
-                        Err(e) => tracing::error!(error = %e, "policy reload task failed"),
-                    }
-                }
-            })
-        })
-        .map_err(|e| ServeError::Setup(format!("policy reloader: {e}")))?;
-    Ok(())
 }

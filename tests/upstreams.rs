@@ -205,6 +205,8 @@ fn check_config_reports_line_precise_errors() {
         let path = example.unwrap().path();
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_margo-proxy"))
             .current_dir(repo_root())
+            // config/full.yaml's password_env: check-config, like serve, needs it set.
+            .env("HARBOR_PASSWORD", "example")
             .args(["check-config"])
             .arg(&path)
             .output()

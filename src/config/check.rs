@@ -1,55 +1,147 @@
 //! Checks that go beyond the shape of the file, each reported at the line it concerns.
+//! Every check runs (all findings at once), and `serve` and `check-config` both come
+//! through here: a config `check-config` accepts is one `serve` starts with.
+
+use std::net::SocketAddr;
 
 use serde_saphyr::Spanned;
 
-use super::{parse_listen_addr, Config, ConfigError};
+use super::diagnostic::Diagnostic;
+use super::locate::Locator;
+use super::{parse_listen_addr, Config};
 
-fn at<T>(span: &Spanned<T>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        path: "<config>".into(),
-        line: span.referenced.line() as usize,
-        column: span.referenced.column() as usize,
-        message: message.into(),
+/// Errors refuse the config; warnings are printed by `check-config` and logged by `serve`.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub errors: Vec<Diagnostic>,
+    pub warnings: Vec<Diagnostic>,
+}
+
+struct Checker<'a> {
+    loc: &'a Locator,
+    report: Report,
+}
+
+impl Checker<'_> {
+    fn position(&self, path: &str) -> (usize, usize) {
+        self.loc.find(path).unwrap_or((1, 1))
+    }
+    fn at_path(&mut self, path: &str, message: impl Into<String>) {
+        let (line, column) = self.position(path);
+        self.report
+            .errors
+            .push(Diagnostic::new(line, column, message));
+    }
+    fn at<T>(&mut self, span: &Spanned<T>, message: impl Into<String>) {
+        self.report.errors.push(Diagnostic::new(
+            span.referenced.line() as usize,
+            span.referenced.column() as usize,
+            message,
+        ));
+    }
+    fn warn_path(&mut self, path: &str, message: impl Into<String>) {
+        let (line, column) = self.position(path);
+        self.report
+            .warnings
+            .push(Diagnostic::new(line, column, message));
     }
 }
 
-pub fn check(c: &Config) -> Result<(), ConfigError> {
+/// Two listeners collide when their ports are equal and one IP is the other or a
+/// wildcard (`0.0.0.0:8080` takes `127.0.0.1:8080` too).
+fn overlaps(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+pub fn check(c: &Config, loc: &Locator) -> Report {
+    let mut k = Checker {
+        loc,
+        report: Report::default(),
+    };
     if c.listeners.is_empty() {
-        return Err(ConfigError::Other(
-            "at least one listener is required".into(),
-        ));
+        k.at_path("listeners", "at least one listener is required");
     }
-    for l in &c.listeners {
-        parse_listen_addr(&l.value.address).map_err(|m| at(l, m))?;
+    let mut bound: Vec<(String, SocketAddr)> = Vec::new();
+    for (i, l) in c.listeners.iter().enumerate() {
+        let path = format!("listeners[{i}]");
+        match parse_listen_addr(&l.value.address) {
+            Ok(addr) => {
+                if let Some((other, _)) = bound.iter().find(|(_, b)| overlaps(*b, addr)) {
+                    k.at_path(
+                        &format!("{path}.address"),
+                        format!(
+                            "listener {} collides with {other}: two listeners cannot share a port",
+                            l.value.address
+                        ),
+                    );
+                }
+                bound.push((format!("listener {}", l.value.address), addr));
+            }
+            Err(m) => k.at_path(&format!("{path}.address"), m),
+        }
         if let Some(tls) = &l.value.tls {
-            for f in [&tls.cert, &tls.key] {
+            for (key, f) in [("cert", &tls.cert), ("key", &tls.key)] {
                 if !f.is_file() {
-                    return Err(at(l, format!("TLS file {} does not exist", f.display())));
+                    k.at_path(
+                        &format!("{path}.tls.{key}"),
+                        format!("TLS {key} file {} does not exist", f.display()),
+                    );
                 }
             }
         }
     }
     if let Some(admin) = &c.admin {
-        parse_listen_addr(&admin.address).map_err(ConfigError::Other)?;
+        match parse_listen_addr(&admin.address) {
+            Ok(addr) => {
+                if let Some((other, _)) = bound.iter().find(|(_, b)| overlaps(*b, addr)) {
+                    k.at_path(
+                        "admin.address",
+                        format!(
+                            "admin address {} collides with {other}: the admin listener needs its own port",
+                            admin.address
+                        ),
+                    );
+                }
+            }
+            Err(m) => k.at_path("admin.address", m),
+        }
     }
     if let Some(url) = &c.public_url {
-        crate::upstream::url::parse_base(&url.value)
-            .map_err(|m| at(url, format!("public_url: {m}")))?;
+        if let Err(m) = crate::upstream::url::parse_base(&url.value) {
+            k.at(url, format!("public_url: {m}"));
+        }
     }
     if c.upstreams.is_empty() {
-        return Err(ConfigError::Other(
-            "at least one upstream is required".into(),
-        ));
+        k.at_path("upstreams", "at least one upstream is required");
     }
     for (i, u) in c.upstreams.iter().enumerate() {
         let v = &u.value;
+        let path = format!("upstreams[{i}]");
         if c.upstreams[..i].iter().any(|o| o.value.name == v.name) {
-            return Err(at(u, format!("upstream name `{}` is used twice", v.name)));
+            k.at_path(
+                &format!("{path}.name"),
+                format!("upstream name `{}` is used twice", v.name),
+            );
         }
-        crate::upstream::url::parse_base(&v.url)
-            .map_err(|m| at(u, format!("upstream `{}`: {m}", v.name)))?;
+        if let Err(m) = crate::upstream::url::parse_base(&v.url) {
+            k.at_path(
+                &format!("{path}.url"),
+                format!("upstream `{}`: {m}", v.name),
+            );
+        }
         if let Some(ca) = &v.tls.ca_file {
-            crate::upstream::tls::load_ca(ca).map_err(|m| at(u, m))?;
+            if let Err(m) = crate::upstream::tls::load_ca(ca) {
+                k.at_path(&format!("{path}.tls.ca_file"), m);
+            }
+        }
+        if !v.tls.verify {
+            k.warn_path(
+                &format!("{path}.tls.verify"),
+                format!(
+                    "upstream `{}`: tls.verify is false: its certificate is not checked, anyone on the path can impersonate it (labs only)",
+                    v.name
+                ),
+            );
         }
         if let Some(cred) = &v.credentials {
             let n = [
@@ -61,78 +153,134 @@ pub fn check(c: &Config) -> Result<(), ConfigError> {
             .filter(|x| **x)
             .count();
             if n != 1 {
-                return Err(at(
-                    u,
+                k.at_path(
+                    &format!("{path}.credentials"),
                     "credentials: set exactly one of password, password_env, password_file",
-                ));
+                );
+            } else if let Err(m) = cred.resolve_password() {
+                let key = if cred.password_env.is_some() {
+                    "password_env"
+                } else {
+                    "password_file"
+                };
+                k.at_path(
+                    &format!("{path}.credentials.{key}"),
+                    format!("upstream `{}` credentials: {m}", v.name),
+                );
             }
         }
     }
-    for r in &c.routes {
+    let known = || {
+        c.upstreams
+            .iter()
+            .map(|u| format!("`{}`", u.value.name))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    for (i, r) in c.routes.iter().enumerate() {
         let v = &r.value;
-        crate::upstream::routing::compile_pattern(&v.pattern)
-            .map_err(|m| at(r, format!("route `{}`: {m}", v.pattern)))?;
+        let path = format!("routes[{i}]");
+        if let Err(m) = crate::upstream::routing::compile_pattern(&v.pattern) {
+            k.at_path(
+                &format!("{path}.match"),
+                format!("route `{}`: {m}", v.pattern),
+            );
+        }
         if c.upstream(&v.upstream.value).is_none() {
-            return Err(at(
+            k.at(
                 &v.upstream,
                 format!(
-                    "route `{}` names unknown upstream `{}`",
-                    v.pattern, v.upstream.value
+                    "route `{}` names unknown upstream `{}` (known: {})",
+                    v.pattern,
+                    v.upstream.value,
+                    known()
                 ),
-            ));
+            );
         }
         if let Some(rw) = &v.rewrite {
             if !rw.prefix.is_empty() && !rw.prefix.ends_with('/') {
-                return Err(at(r, "rewrite.prefix must end with `/`"));
+                k.at_path(
+                    &format!("{path}.rewrite.prefix"),
+                    "rewrite.prefix must end with `/`",
+                );
             }
             if !rw.strip.is_empty() && !rw.strip.ends_with('/') {
-                return Err(at(r, "rewrite.strip must end with `/`"));
+                k.at_path(
+                    &format!("{path}.rewrite.strip"),
+                    "rewrite.strip must end with `/`",
+                );
             }
         }
-        for t in &v.extra_tags {
+        for (j, t) in v.extra_tags.iter().enumerate() {
             if !crate::oci::path::valid_tag(t) {
-                return Err(at(r, format!("extra_tags: `{t}` is not a valid tag")));
+                k.at_path(
+                    &format!("{path}.extra_tags[{j}]"),
+                    format!("extra_tags: `{t}` is not a valid tag"),
+                );
             }
         }
     }
-    c.cache
-        .validate()
-        .map_err(|e| ConfigError::Other(e.to_string()))?;
+    if let Err(e) = c.cache.validate() {
+        k.at_path("cache", format!("cache: {e}"));
+    }
     if c.server.threads == 0 {
-        return Err(ConfigError::Other(
-            "server.threads must be at least 1".into(),
-        ));
+        k.at_path("server.threads", "server.threads must be at least 1");
+    }
+    let labels = c.metrics.repository_labels.len();
+    if labels > crate::metrics::MAX_REPOSITORY_LABELS {
+        k.at_path(
+            "metrics.repository_labels",
+            format!(
+                "metrics.repository_labels has {labels} entries; at most {} are allowed",
+                crate::metrics::MAX_REPOSITORY_LABELS
+            ),
+        );
+    }
+    if let Some(policy) = &c.policy {
+        for (i, dir) in policy.directories.iter().enumerate() {
+            if !dir.is_dir() {
+                k.at_path(
+                    &format!("policy.directories[{i}]"),
+                    format!(
+                        "policy directory {} does not exist (leave the policy section out to run without policies)",
+                        dir.display()
+                    ),
+                );
+            }
+        }
     }
     if let Some(bus) = &c.bus {
-        bus.validate().map_err(ConfigError::Other)?;
-    }
-    if let Some(events) = &c.events {
-        events.resolve_token().map_err(ConfigError::Other)?;
-        if c.admin.is_none() {
-            return Err(ConfigError::Other(
-                "events: upstream notifications are received on the admin listener; set admin.address".into(),
-            ));
+        if let Err(m) = bus.validate() {
+            k.at_path("bus", m);
         }
     }
-    check_downstream(c)?;
-    Ok(())
-}
-
-/// A zero header timeout would refuse every request; a head cap below 1 KiB refuses
-/// ordinary ones, and above Pingora's own 1 MiB it would never apply.
-fn check_downstream(c: &Config) -> Result<(), ConfigError> {
+    if let Some(events) = &c.events {
+        if let Err(m) = events.resolve_token() {
+            k.at_path("events", m);
+        }
+        if c.admin.is_none() {
+            k.at_path(
+                "events",
+                "events: upstream notifications are received on the admin listener; set admin.address",
+            );
+        }
+    }
+    // A zero header timeout would refuse every request; a head cap below 1 KiB refuses
+    // ordinary ones, and above Pingora's own 1 MiB it would never apply.
     if c.timeouts.downstream_header.is_zero() {
-        return Err(ConfigError::Other(
-            "timeouts.downstream_header must be more than 0s".into(),
-        ));
+        k.at_path(
+            "timeouts.downstream_header",
+            "timeouts.downstream_header must be more than 0s",
+        );
     }
     let head = c.limits.max_request_header_bytes;
     if !(1 << 10..1 << 20).contains(&head) {
-        return Err(ConfigError::Other(format!(
-            "limits.max_request_header_bytes must be between 1KiB and 1MiB (below Pingora's own cap), not {head}"
-        )));
+        k.at_path(
+            "limits.max_request_header_bytes",
+            format!("limits.max_request_header_bytes must be between 1KiB and 1MiB (below Pingora's own cap), not {head}"),
+        );
     }
-    Ok(())
+    k.report
 }
 
 #[cfg(test)]
@@ -143,7 +291,7 @@ mod tests {
 listeners:
   - address: 127.0.0.1:8080
 admin:
-  address: 127.0.0.1:9090
+  address: 127.0.0.1:9091
 upstreams:
   - name: main
     url: http://127.0.0.1:5000
@@ -186,19 +334,19 @@ server: { threads: 2, shutdown_timeout: 5s }
         let bad = OK.replace("kind: app", "kind: app\n    kinde: app");
         let e = Config::parse(&bad).unwrap_err().to_string();
         assert!(e.contains("kinde"), "{e}");
-        assert!(e.contains("line") || e.contains(":12:"), "{e}");
+        assert!(e.starts_with("<config>:13:5: unknown field `kinde`"), "{e}");
     }
 
     #[test]
     fn unknown_upstream_names_the_line() {
         let bad = OK.replace("upstream: main\n    kind", "upstream: nope\n    kind");
-        match Config::parse(&bad).unwrap_err() {
-            ConfigError::Invalid { line, message, .. } => {
-                assert_eq!(line, 11, "{message}");
-                assert!(message.contains("nope"));
-            }
-            e => panic!("unexpected {e}"),
-        }
+        let e = Config::parse(&bad).unwrap_err();
+        let d = &e.diagnostics()[0];
+        assert_eq!(d.line, 11, "{e}");
+        assert!(
+            d.message.contains("nope") && d.message.contains("(known: `main`)"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -234,7 +382,7 @@ server: { threads: 2, shutdown_timeout: 5s }
             .unwrap_err()
             .to_string()
             .contains("MARGO_TEST_UNSET_VAR"));
-        let no_admin = ok.replace("admin:\n  address: 127.0.0.1:9090\n", "");
+        let no_admin = ok.replace("admin:\n  address: 127.0.0.1:9091\n", "");
         assert!(Config::parse(&no_admin)
             .unwrap_err()
             .to_string()

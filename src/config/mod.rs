@@ -17,26 +17,48 @@ use serde_saphyr::Spanned;
 /// Largest config file read: configs are hand-written, anything bigger is a mistake.
 const MAX_CONFIG_BYTES: usize = 1 << 20;
 
+pub use diagnostic::{Diagnostic, Diagnostics, Origin};
+
+/// Why a config cannot be used. [`ConfigError::exit_code`] maps it to the CLI's scheme.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    /// The file could not be read at all (missing, permissions).
+    #[error("cannot read {name}: {source}")]
     Read {
-        path: PathBuf,
+        name: String,
         source: std::io::Error,
     },
-    #[error("{path}: file is larger than {MAX_CONFIG_BYTES} bytes")]
-    TooLarge { path: PathBuf },
-    #[error("{path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{path}:{line}:{column}: {message}")]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-    },
+    /// The text was read and is wrong: every finding, each with its line and column.
     #[error("{0}")]
-    Other(String),
+    Invalid(Diagnostics),
+}
+
+impl ConfigError {
+    /// 2 when the input could not be read, 1 when it was read and is invalid (the
+    /// scheme of every subcommand, see the README's "Exit codes").
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ConfigError::Read { .. } => 2,
+            ConfigError::Invalid(_) => 1,
+        }
+    }
+
+    /// The findings, for callers that want them one by one.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            ConfigError::Read { .. } => &[],
+            ConfigError::Invalid(d) => &d.items,
+        }
+    }
+}
+
+/// A checked config and what it is legal but unwise to run with (`tls.verify: false`).
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Diagnostics,
+    /// Where each value is in the text, for findings made after loading.
+    pub locator: locate::Locator,
 }
 
 /// The whole file.
@@ -333,7 +355,7 @@ impl Default for Limits {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// Worker threads of the registry service. Pingora's default is 1.
-    #[serde(default = "d_threads")]
+    #[serde(default = "d_threads", deserialize_with = "parse::threads")]
     pub threads: usize,
     /// On shutdown, keep accepting for this long (lets a load balancer drain us)...
     #[serde(default = "d_grace", with = "duration")]
@@ -394,57 +416,67 @@ pub enum LogFormat {
 }
 
 impl Config {
-    /// Reads, parses and checks a config file.
+    /// Reads, parses and checks a config file (`-`: standard input).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        if bytes.len() > MAX_CONFIG_BYTES {
-            return Err(ConfigError::TooLarge {
-                path: path.to_owned(),
-            });
-        }
-        let text = String::from_utf8(bytes).map_err(|_| ConfigError::Parse {
-            path: path.to_owned(),
-            message: "file is not UTF-8".into(),
-        })?;
-        let config = Self::parse(&text).map_err(|e| match e {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                message,
-            },
-            ConfigError::Invalid {
-                line,
-                column,
-                message,
-                ..
-            } => ConfigError::Invalid {
-                path: path.to_owned(),
-                line,
-                column,
-                message,
-            },
-            other => other,
-        })?;
-        Ok(config)
+        Ok(Self::load_checked(path)?.config)
     }
 
-    /// Parses and checks config text (the path in errors is `<config>`).
-    pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let options = serde_saphyr::options! {
-            budget: serde_saphyr::budget! {
-                max_depth: 32,
-                max_anchors: 64,
-                max_aliases: 1_000,
-                max_events: 200_000,
-            },
+    /// [`Config::load`], with the warnings. `serve` and `check-config` both come here.
+    pub fn load_checked(path: &Path) -> Result<Loaded, ConfigError> {
+        let (origin, read) = if path == Path::new("-") {
+            let mut buf = Vec::new();
+            let r = std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::io::stdin().lock(), MAX_CONFIG_BYTES as u64 + 1),
+                &mut buf,
+            );
+            (Origin::Stdin, r.map(|_| buf))
+        } else {
+            (Origin::File(path.to_owned()), std::fs::read(path))
         };
-        let mut config: Config =
-            serde_saphyr::from_str_with_options(text, options).map_err(|e| ConfigError::Parse {
-                path: PathBuf::from("<config>"),
-                message: e.to_string(),
-            })?;
+        let bytes = read.map_err(|source| ConfigError::Read {
+            name: match &origin {
+                Origin::Stdin => "standard input".into(),
+                _ => path.display().to_string(),
+            },
+            source,
+        })?;
+        let whole_file = |message: String| {
+            ConfigError::Invalid(Diagnostics {
+                origin: origin.clone(),
+                items: vec![Diagnostic::new(1, 1, message)],
+            })
+        };
+        if bytes.len() > MAX_CONFIG_BYTES {
+            return Err(whole_file(format!(
+                "file is larger than {MAX_CONFIG_BYTES} bytes"
+            )));
+        }
+        let text = String::from_utf8(bytes).map_err(|e| {
+            whole_file(format!(
+                "file is not UTF-8 (byte {})",
+                e.utf8_error().valid_up_to()
+            ))
+        })?;
+        Self::parse_from(&text, origin)
+    }
+
+    /// Parses and checks config text (the file in errors is `<config>`).
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        Ok(Self::parse_from(text, Origin::Text)?.config)
+    }
+
+    /// Parses and checks text from `origin`: every finding, not only the first.
+    pub fn parse_from(text: &str, origin: Origin) -> Result<Loaded, ConfigError> {
+        let invalid = |items: Vec<Diagnostic>| {
+            ConfigError::Invalid(Diagnostics {
+                origin: origin.clone(),
+                items,
+            })
+        };
+        let mut config: Config = match parse::typed(text) {
+            Ok(c) => c,
+            Err(first) => return Err(invalid(parse::all_errors(text, first))),
+        };
         if config.routes.is_empty() {
             if let Some(first) = config.upstreams.first() {
                 config.routes.push(Spanned {
@@ -454,8 +486,19 @@ impl Config {
                 });
             }
         }
-        crate::config::check::check(&config)?;
-        Ok(config)
+        let locator = locate::Locator::new(text);
+        let report = check::check(&config, &locator);
+        if !report.errors.is_empty() {
+            return Err(invalid(report.errors));
+        }
+        Ok(Loaded {
+            config,
+            locator,
+            warnings: Diagnostics {
+                origin,
+                items: report.warnings,
+            },
+        })
     }
 
     /// The no-file case: one plain listener, one upstream, everything routed to it.
@@ -464,13 +507,23 @@ impl Config {
         listen: &str,
         admin: Option<&str>,
     ) -> Result<Config, ConfigError> {
+        Ok(Self::simple_checked(upstream, listen, admin)?.config)
+    }
+
+    /// [`Config::simple`] with the warnings; findings name the flags, not a file.
+    pub fn simple_checked(
+        upstream: &str,
+        listen: &str,
+        admin: Option<&str>,
+    ) -> Result<Loaded, ConfigError> {
         let mut text = format!(
             "listeners:\n  - address: {listen:?}\nupstreams:\n  - name: upstream\n    url: {upstream:?}\n"
         );
         if let Some(admin) = admin {
             text.push_str(&format!("admin:\n  address: {admin:?}\n"));
         }
-        Self::parse(&text)
+        // The lines above are the ones `diagnostic::ARGUMENT_LINES` names flags for.
+        Self::parse_from(&text, Origin::Arguments)
     }
 
     pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
@@ -502,6 +555,11 @@ impl RouteConfig {
 }
 
 pub mod check;
+mod diagnostic;
+#[cfg(test)]
+mod keys;
+pub mod locate;
+mod parse;
 
 pub fn parse_listen_addr(s: &str) -> Result<SocketAddr, String> {
     s.parse::<SocketAddr>()

@@ -179,6 +179,10 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> InputError + '_ {
 }
 
 fn detect(path: &Path, opts: &OfflineOptions) -> Result<InputKind, InputError> {
+    if path == Path::new("-") {
+        // Standard input: a margo.yaml piped in.
+        return Ok(InputKind::Description);
+    }
     let meta = std::fs::metadata(path).map_err(io_err(path))?;
     if meta.is_dir() {
         if path.join("oci-layout").is_file() {
@@ -209,8 +213,16 @@ fn detect(path: &Path, opts: &OfflineOptions) -> Result<InputKind, InputError> {
 /// Reads at most `max + 1` bytes: enough for the validator to see "too large" without
 /// reading a huge file.
 fn read_capped(path: &Path, max: usize) -> Result<Vec<u8>, InputError> {
-    let f = File::open(path).map_err(io_err(path))?;
     let mut buf = Vec::new();
+    if path == Path::new("-") {
+        io::stdin()
+            .lock()
+            .take(max as u64 + 1)
+            .read_to_end(&mut buf)
+            .map_err(io_err(path))?;
+        return Ok(buf);
+    }
+    let f = File::open(path).map_err(io_err(path))?;
     f.take(max as u64 + 1)
         .read_to_end(&mut buf)
         .map_err(io_err(path))?;

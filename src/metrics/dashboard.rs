@@ -135,6 +135,85 @@ pub fn missing_from_exposition(
     missing_series(dashboard_json, &exposition_families(exposition))
 }
 
+/// One label matcher of a selector: `metric{label op "value"}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matcher {
+    pub metric: String,
+    pub label: String,
+    pub op: String,
+    pub value: String,
+}
+
+/// Every `name{label op "value", ...}` matcher in one expression.
+pub fn expr_matchers(expr: &str) -> Vec<Matcher> {
+    let re = regex::Regex::new(r#"([A-Za-z_:][A-Za-z0-9_:]*)\s*\{([^}]*)\}"#).ok();
+    let one =
+        regex::Regex::new(r#"([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)""#).ok();
+    let (Some(re), Some(one)) = (re, one) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for c in re.captures_iter(expr) {
+        for m in one.captures_iter(&c[2]) {
+            out.push(Matcher {
+                metric: c[1].to_owned(),
+                label: m[1].to_owned(),
+                op: m[2].to_owned(),
+                value: m[3].replace("\\\\", "\\"),
+            });
+        }
+    }
+    out
+}
+
+/// Matchers that can never select a series: a value (or, for a regex, every literal
+/// of a plain `a|b|c` alternation, else the whole regex) that `allowed` says the code
+/// never emits for that label. Grafana variables (`$job`) are left alone.
+pub fn impossible_matchers(
+    dashboard_json: &str,
+    allowed: impl Fn(&str, &str) -> Option<Vec<&'static str>>,
+) -> Result<Vec<String>, DashboardError> {
+    let mut bad = Vec::new();
+    for expr in dashboard_exprs(dashboard_json)? {
+        for m in expr_matchers(&expr) {
+            if m.value.contains('$') {
+                continue;
+            }
+            let family = strip_series_suffix(&m.metric);
+            let Some(values) = allowed(family, &m.label) else {
+                continue;
+            };
+            let ok = match m.op.as_str() {
+                "=" | "!=" => values.contains(&m.value.as_str()),
+                _ => {
+                    let literals: Option<Vec<&str>> = m
+                        .value
+                        .split('|')
+                        .map(|v| {
+                            v.chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+                                .then_some(v)
+                        })
+                        .collect();
+                    match literals {
+                        Some(l) => l.iter().all(|v| values.contains(v)),
+                        None => regex::Regex::new(&format!("^(?:{})$", m.value))
+                            .map(|re| values.iter().any(|v| re.is_match(v)))
+                            .unwrap_or(false),
+                    }
+                }
+            };
+            if !ok {
+                bad.push(format!(
+                    "{}{{{}{}\"{}\"}}: the code emits only {:?}",
+                    m.metric, m.label, m.op, m.value, values
+                ));
+            }
+        }
+    }
+    Ok(bad)
+}
+
 /// PromQL words that are never metric names.
 const KEYWORDS: [&str; 30] = [
     "and",
@@ -376,6 +455,25 @@ mod tests {
             dashboard_series("nope"),
             Err(DashboardError::Json(_))
         ));
+    }
+
+    #[test]
+    fn matchers_are_held_to_the_emitted_values() {
+        let allowed = |family: &str, label: &str| {
+            (family == "a_total" && label == "decision").then(|| vec!["accept", "reject"])
+        };
+        let dash = |e: &str| format!(r#"{{"panels":[{{"targets":[{{"expr":{e:?}}}]}}]}}"#);
+        let ok = dash(
+            r#"sum(rate(a_total{job=~"$job", decision="reject", rule!="x"}[1m])) + a_total{decision=~"acc.*"} + a_total{decision=~"accept|reject"}"#,
+        );
+        assert_eq!(
+            impossible_matchers(&ok, allowed).expect("json"),
+            Vec::<String>::new()
+        );
+        let bad = dash(
+            r#"rate(a_total{decision="deny"}[1m]) + a_total{decision=~"accept|deny"} + a_total{decision=~"d.*"}"#,
+        );
+        assert_eq!(impossible_matchers(&bad, allowed).expect("json").len(), 3);
     }
 
     #[test]

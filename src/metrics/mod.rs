@@ -131,6 +131,97 @@ impl MetricKind {
     }
 }
 
+/// What admission made of a manifest push, the `decision` label of
+/// `margo_proxy_admission_decisions_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmissionDecision {
+    /// No violation: forwarded.
+    Accept,
+    /// Violations on an `enforce` route: refused.
+    Reject,
+    /// Violations on an `audit` route: forwarded and logged.
+    Audit,
+    /// A known deviation of the reference tooling on a tolerant route: forwarded with a
+    /// `Warning` header (counted per deviation rule, beside the push's own decision).
+    Warn,
+}
+
+impl AdmissionDecision {
+    pub const ALL: [AdmissionDecision; 4] = [Self::Accept, Self::Reject, Self::Audit, Self::Warn];
+
+    /// Label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accept => "accept",
+            Self::Reject => "reject",
+            Self::Audit => "audit",
+            Self::Warn => "warn",
+        }
+    }
+}
+
+/// Every value the code can put in `label` of `family`, for labels with a closed set;
+/// `None` for labels whose values come from the config or the traffic (rule ids,
+/// upstream names, repositories, reasons) and for labels Prometheus adds. The dashboard
+/// test holds every label matcher of every panel to these sets.
+pub fn emitted_label_values(family: &str, label: &str) -> Option<Vec<&'static str>> {
+    let family = family.strip_prefix(PREFIX)?.strip_prefix('_')?;
+    let values: Vec<&'static str> = match (family, label) {
+        (_, "operation") => OPERATIONS.to_vec(),
+        ("requests_total", "method") => {
+            vec![
+                "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OPTIONS", "other",
+            ]
+        }
+        ("requests_total", "status") => (100..=599)
+            .map(status_label)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        ("cache_requests_total", "result") => CACHE_RESULTS.to_vec(),
+        ("cache_rejections_total", "reason") => vec!["invalid", "uncacheable"],
+        ("cache_evictions_total", "cause") => vec!["size", "expired"],
+        ("upstream_errors_total", "kind") => [
+            UpstreamErrorKind::Connect,
+            UpstreamErrorKind::Timeout,
+            UpstreamErrorKind::Tls,
+            UpstreamErrorKind::Protocol,
+            UpstreamErrorKind::Status5xx,
+            UpstreamErrorKind::Other,
+        ]
+        .iter()
+        .map(|k| k.as_str())
+        .collect(),
+        ("admission_decisions_total", "decision") => {
+            AdmissionDecision::ALL.iter().map(|d| d.as_str()).collect()
+        }
+        ("auth_decisions_total", "result") => vec!["allow", "deny"],
+        ("policy_decisions_total", "outcome") => [
+            crate::policy::Outcome::Allow,
+            crate::policy::Outcome::Warn,
+            crate::policy::Outcome::Deny,
+        ]
+        .iter()
+        .map(|o| o.as_str())
+        .collect(),
+        ("jwks_fetches_total" | "introspection_requests_total", "result") => {
+            vec!["success", "error"]
+        }
+        _ => return None,
+    };
+    Some(values)
+}
+
+/// The `result` values of `margo_proxy_cache_requests_total`.
+const CACHE_RESULTS: [&str; 6] = [
+    "hit",
+    "miss",
+    "coalesced",
+    "negative_hit",
+    "revalidated",
+    "stale",
+];
+
 /// Kind of upstream failure, the `kind` label of `margo_proxy_upstream_errors_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamErrorKind {
@@ -409,14 +500,7 @@ impl Metrics {
             m.request_duration.with_label_values(&[op]);
             m.upstream_duration.with_label_values(&[op]);
         }
-        for result in [
-            "hit",
-            "miss",
-            "coalesced",
-            "negative_hit",
-            "revalidated",
-            "stale",
-        ] {
+        for result in CACHE_RESULTS {
             m.cache_requests.with_label_values(&[result]);
         }
         for reason in ["invalid", "uncacheable"] {
@@ -426,10 +510,7 @@ impl Metrics {
             m.cache_evictions.with_label_values(&[cause]);
         }
         m.build_info
-            .with_label_values(&[
-                env!("CARGO_PKG_VERSION"),
-                option_env!("MARGO_PROXY_GIT_SHA").unwrap_or("unknown"),
-            ])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), env!("MARGO_PROXY_GIT_SHA")])
             .set(1);
         Ok(m)
     }
@@ -567,10 +648,11 @@ impl Metrics {
             .set(i64::from(up));
     }
 
-    /// Records an admission rule decision (`rule` is a config rule id;
-    /// `decision` e.g. `allow`, `deny`, `warn`).
-    pub fn admission_decision(&self, rule: &str, decision: &'static str) {
-        self.admission.with_label_values(&[rule, decision]).inc();
+    /// Records an admission rule decision (`rule` is a rule id, `none` for a clean push).
+    pub fn admission_decision(&self, rule: &str, decision: AdmissionDecision) {
+        self.admission
+            .with_label_values(&[rule, decision.as_str()])
+            .inc();
     }
 
     /// Records an auth decision (`result` e.g. `allow`/`deny`, `reason` e.g.

@@ -120,7 +120,7 @@ fn decision_and_upstream_recorders() {
     m.upstream_error("hub", UpstreamErrorKind::Timeout);
     m.set_upstream_up("hub", true);
     m.set_upstream_up("mirror", false);
-    m.admission_decision("max-size", "deny");
+    m.admission_decision("max-size", super::AdmissionDecision::Reject);
     m.auth_decision("deny", "expired_token");
     m.jwks_fetch("success");
     m.introspection("inactive");
@@ -130,7 +130,7 @@ fn decision_and_upstream_recorders() {
         r#"margo_proxy_upstream_errors_total{kind="timeout",upstream="hub"} 1"#,
         r#"margo_proxy_upstream_up{upstream="hub"} 1"#,
         r#"margo_proxy_upstream_up{upstream="mirror"} 0"#,
-        r#"margo_proxy_admission_decisions_total{decision="deny",rule="max-size"} 1"#,
+        r#"margo_proxy_admission_decisions_total{decision="reject",rule="max-size"} 1"#,
         r#"margo_proxy_auth_decisions_total{reason="expired_token",result="deny"} 1"#,
         r#"margo_proxy_jwks_fetches_total{result="success"} 1"#,
         r#"margo_proxy_introspection_requests_total{result="inactive"} 1"#,
@@ -262,4 +262,23 @@ fn counts_from_every_worker_thread_are_exact_at_each_scrape() {
     let second = m.encode().expect("encodes");
     assert_eq!(value(&second, get), (n + 2) * 500);
     assert_eq!(value(&second, count), (n + 2) * 501);
+}
+
+#[test]
+fn every_dashboard_label_value_can_be_emitted() {
+    let bad = dashboard::impossible_matchers(DASHBOARD, super::emitted_label_values)
+        .expect("dashboard parses");
+    assert!(
+        bad.is_empty(),
+        "dashboard matchers that can never match: {bad:#?}"
+    );
+    // The check has teeth: the value the shipped dashboard once used is refused.
+    let old = DASHBOARD.replace(r#"decision=\"reject\""#, r#"decision=\"deny\""#);
+    assert_ne!(old, DASHBOARD);
+    assert_eq!(
+        dashboard::impossible_matchers(&old, super::emitted_label_values)
+            .expect("parses")
+            .len(),
+        1
+    );
 }

@@ -209,7 +209,13 @@ pub fn read_input(path: &Path) -> Result<PolicyInput, PolicyError> {
         path: path.to_path_buf(),
         message,
     };
-    let text = std::fs::read_to_string(path).map_err(|e| input_err(e.to_string()))?;
+    let text = if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text).map(|_| text)
+    } else {
+        std::fs::read_to_string(path)
+    }
+    .map_err(|e| input_err(e.to_string()))?;
     let raw: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| input_err(e.to_string()))?;
     match raw.get("version").and_then(serde_json::Value::as_u64) {

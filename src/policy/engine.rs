@@ -120,13 +120,23 @@ impl PolicyEngine {
     /// a package that cannot be evaluated contributes what
     /// [`LimitsConfig::on_error`] / [`LimitsConfig::on_limit_exceeded`] say.
     pub fn evaluate(&self, input: &PolicyInput) -> Decision {
+        self.evaluate_for(input, None)
+    }
+
+    /// [`Self::evaluate`] for a proxied request: its decision log line carries the id.
+    pub fn evaluate_for(&self, input: &PolicyInput, request_id: Option<&str>) -> Decision {
         let request = input.request();
         let value = serde_json::to_value(input)
             .map(Value::from)
             .map_err(|e| format!("input does not serialise: {e}"));
         let decision = self.evaluate_value(input.point(), value);
         if self.decision_log {
-            log::log_decision(&decision, &request.repository, &request.reference);
+            log::log_decision(
+                &decision,
+                &request.repository,
+                &request.reference,
+                request_id,
+            );
         }
         decision
     }

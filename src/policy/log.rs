@@ -11,7 +11,12 @@ use crate::policy::decision::Decision;
 pub const DECISION_TARGET: &str = "margo_proxy::policy::decision";
 
 /// Emits the decision log event for one request.
-pub(crate) fn log_decision(decision: &Decision, repository: &str, reference: &str) {
+pub(crate) fn log_decision(
+    decision: &Decision,
+    repository: &str,
+    reference: &str,
+    request_id: Option<&str>,
+) {
     // Lists are emitted as JSON text: tracing fields are scalars, and a JSON
     // formatter then yields one parseable line either way.
     let deny = serde_json::to_string(&decision.deny_messages()).unwrap_or_default();
@@ -19,6 +24,7 @@ pub(crate) fn log_decision(decision: &Decision, repository: &str, reference: &st
     let packages = serde_json::to_string(&decision.packages).unwrap_or_default();
     tracing::info!(
         target: DECISION_TARGET,
+        request_id = request_id.unwrap_or(""),
         bundle_revision = %decision.bundle_revision,
         point = decision.point.as_str(),
         repository = %repository,

@@ -43,9 +43,14 @@ impl Default for DecisionMemo {
 impl DecisionMemo {
     /// The decision for `input` under `engine`, evaluated at most once per distinct
     /// (revision, input) while memoised.
-    pub fn evaluate(&self, engine: &PolicyEngine, input: &PolicyInput) -> Arc<Decision> {
+    pub fn evaluate(
+        &self,
+        engine: &PolicyEngine,
+        input: &PolicyInput,
+        request_id: Option<&str>,
+    ) -> Arc<Decision> {
         let Ok(bytes) = serde_json::to_vec(input) else {
-            return Arc::new(engine.evaluate(input));
+            return Arc::new(engine.evaluate_for(input, request_id));
         };
         let mut h = Sha256::new();
         h.update(engine.revision().as_bytes());
@@ -55,7 +60,7 @@ impl DecisionMemo {
         if let Some(d) = self.cache.get(&key) {
             return d;
         }
-        let decision = Arc::new(engine.evaluate(input));
+        let decision = Arc::new(engine.evaluate_for(input, request_id));
         let clean = decision
             .packages
             .iter()
@@ -99,19 +104,19 @@ mod tests {
         let deny = "package margo.admission.t\ndeny contains \"no\" if { input.request.repository == \"a\" }\n";
         let e1 = engine(dir.path(), deny);
         let memo = DecisionMemo::default();
-        let first = memo.evaluate(&e1, &pull("a"));
+        let first = memo.evaluate(&e1, &pull("a"), None);
         assert!(first.is_denied());
         assert!(
-            Arc::ptr_eq(&first, &memo.evaluate(&e1, &pull("a"))),
+            Arc::ptr_eq(&first, &memo.evaluate(&e1, &pull("a"), None)),
             "memoised"
         );
         assert!(
-            !memo.evaluate(&e1, &pull("b")).is_denied(),
+            !memo.evaluate(&e1, &pull("b"), None).is_denied(),
             "other input, own decision"
         );
         // A changed bundle has another revision: nothing stale is served.
         let e2 = engine(dir.path(), "package margo.admission.t\n");
         assert_ne!(e1.revision(), e2.revision());
-        assert!(!memo.evaluate(&e2, &pull("a")).is_denied());
+        assert!(!memo.evaluate(&e2, &pull("a"), None).is_denied());
     }
 }

@@ -74,8 +74,13 @@ impl PolicyService {
 
     /// Like [`Self::evaluate`], reusing the decision of an identical earlier input
     /// under the same bundle revision (see [`crate::policy::memo`]). For hot paths.
-    pub fn evaluate_memoised(&self, input: &PolicyInput) -> Arc<Decision> {
-        self.memo.evaluate(&self.current(), input)
+    pub fn evaluate_memoised(&self, input: &PolicyInput, request_id: &str) -> Arc<Decision> {
+        self.memo.evaluate(&self.current(), input, Some(request_id))
+    }
+
+    /// [`Self::evaluate`] for a proxied request: its decision log line carries the id.
+    pub fn evaluate_for(&self, input: &PolicyInput, request_id: &str) -> Decision {
+        self.current().evaluate_for(input, Some(request_id))
     }
 
     /// Reloads now (SIGHUP). On failure the previous set stays live and the error
@@ -146,14 +151,10 @@ impl PolicyService {
                     Ok(mut guard) => *guard = engine,
                     Err(poisoned) => *poisoned.into_inner() = engine,
                 }
-                tracing::info!(target: "margo_proxy::policy", ?outcome, "policies reloaded");
                 Ok(outcome)
             }
-            Err(err) => {
-                tracing::error!(target: "margo_proxy::policy", error = %err,
-                    revision = %old.revision(), "policy reload failed, keeping the previous set");
-                Err(err)
-            }
+            // Logged by the caller, once, with what triggered the reload.
+            Err(err) => Err(err),
         }
     }
 
@@ -175,12 +176,18 @@ impl PolicyService {
                     return;
                 };
                 // Reading and compiling is blocking work; keep it off the reactor.
+                let revision = service.current().revision().to_owned();
                 let joined = tokio::task::spawn_blocking(move || service.reload_if_changed()).await;
-                if let Err(err) = joined {
-                    tracing::error!(target: "margo_proxy::policy", error = %err,
-                        "policy reload task failed");
+                match joined {
+                    Ok(Ok(Some(outcome))) => tracing::info!(target: "margo_proxy::reload",
+                        "policy files changed: {}", crate::signals::describe(&outcome)),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(err)) => tracing::error!(target: "margo_proxy::reload",
+                        "policy files changed: reload failed, keeping revision {}: {err}",
+                        revision.get(..12).unwrap_or(&revision)),
+                    Err(err) => tracing::error!(target: "margo_proxy::reload",
+                        "policy reload task failed: {err}"),
                 }
-                // Reload errors were already logged by reload_locked.
             }
         }))
     }

@@ -10,6 +10,7 @@ use super::MargoProxy;
 use crate::margo::admission::{self, AdmissionLimits, BlobError, BlobSource, RoutePolicy, Verdict};
 use crate::margo::manifest::Descriptor;
 use crate::margo::report::Report;
+use crate::metrics::AdmissionDecision;
 use crate::oci::{OciError, OciErrorCode, OciRoute};
 use crate::upstream::registry::{Caller, RegistryError};
 use crate::upstream::Upstream;
@@ -45,13 +46,17 @@ pub async fn admit(
     if decision.verdict == Verdict::Unchecked {
         return Ok(decision);
     }
-    let label = decision.verdict.as_str();
+    let label = match decision.verdict {
+        Verdict::Accept | Verdict::Unchecked => AdmissionDecision::Accept,
+        Verdict::Audit => AdmissionDecision::Audit,
+        Verdict::Reject => AdmissionDecision::Reject,
+    };
     let metrics = &proxy.state.metrics;
     for rule in decision.report.rule_ids() {
         metrics.admission_decision(rule.as_str(), label);
     }
     for rule in decision.warnings.rule_ids() {
-        metrics.admission_decision(rule.as_str(), "warn");
+        metrics.admission_decision(rule.as_str(), AdmissionDecision::Warn);
     }
     if decision.report.is_empty() {
         metrics.admission_decision("none", label);
@@ -62,8 +67,8 @@ pub async fn admit(
             request_id = %ctx.request_id,
             repository = ctx.repository().unwrap_or(""),
             reference = %reference,
-            decision = label,
-            warnings = ?messages(&decision.warnings),
+            decision = label.as_str(),
+            warnings = %serde_json::to_string(&messages(&decision.warnings)).unwrap_or_default(),
             "manifest accepted with known deviations of the reference tooling"
         );
     }
@@ -73,9 +78,9 @@ pub async fn admit(
             request_id = %ctx.request_id,
             repository = ctx.repository().unwrap_or(""),
             reference = %reference,
-            decision = label,
-            violations = ?messages(&decision.report),
-            warnings = ?messages(&decision.warnings),
+            decision = label.as_str(),
+            violations = %serde_json::to_string(&messages(&decision.report)).unwrap_or_default(),
+            warnings = %serde_json::to_string(&messages(&decision.warnings)).unwrap_or_default(),
             "manifest does not follow the Margo rules"
         );
     }

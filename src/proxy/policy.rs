@@ -46,10 +46,11 @@ fn request(ctx: &RequestCtx, method: &http::Method) -> Request {
 }
 
 /// Evaluates off the event loop (a policy may use up its whole time budget).
-async fn evaluate(service: &Arc<PolicyService>, input: PolicyInput) -> Decision {
+async fn evaluate(service: &Arc<PolicyService>, input: PolicyInput, ctx: &RequestCtx) -> Decision {
     let svc = service.clone();
     let point = input.point();
-    match tokio::task::spawn_blocking(move || svc.evaluate(&input)).await {
+    let request_id = ctx.request_id.to_string();
+    match tokio::task::spawn_blocking(move || svc.evaluate_for(&input, &request_id)).await {
         Ok(d) => d,
         Err(_) => {
             // The evaluation thread died: fail closed.
@@ -74,7 +75,7 @@ fn answer(proxy: &MargoProxy, ctx: &mut RequestCtx, decision: &Decision) -> Opti
         .policy_decision(decision.outcome.as_str());
     if !decision.warn.is_empty() {
         tracing::warn!(target: "margo_proxy::policy", request_id = %ctx.request_id,
-            warnings = ?decision.warn_messages(), "policy warnings");
+            warnings = %serde_json::to_string(&decision.warn_messages()).unwrap_or_default(), "policy warnings");
     }
     if !decision.is_denied() {
         return None;
@@ -130,7 +131,7 @@ pub async fn push(
             .collect(),
         component,
     });
-    let decision = evaluate(&service, input).await;
+    let decision = evaluate(&service, input, ctx).await;
     answer(proxy, ctx, &decision)
 }
 
@@ -157,7 +158,7 @@ pub async fn pull(
     });
     // Pull decisions are small (tens of µs) and sit on the cache-hit path: evaluated in
     // place, since a hand-off to the blocking pool costs more than the decision.
-    let decision = service.evaluate_memoised(&input);
+    let decision = service.evaluate_memoised(&input, ctx.request_id.as_str());
     answer(proxy, ctx, &decision)
 }
 
@@ -213,7 +214,7 @@ pub async fn before_proxying(
         }
         _ => return None,
     };
-    let decision = evaluate(&service, input).await;
+    let decision = evaluate(&service, input, ctx).await;
     answer(proxy, ctx, &decision)
 }
 

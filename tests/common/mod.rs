@@ -187,6 +187,14 @@ impl Proc {
         panic!("{what}: no start in {START_ATTEMPTS} attempts: {failures:?}");
     }
 
+    /// Starts `cmd` and waits until it listens on `port` (for servers other than ours).
+    pub fn spawn_public(cmd: Command, port: u16, what: &str) -> Proc {
+        match Self::spawn(cmd, &[port], what) {
+            Ok(p) => p,
+            Err(PortTaken(why)) => panic!("{what} could not take port {port}: {why}"),
+        }
+    }
+
     fn spawn(mut cmd: Command, ports: &[u16], what: &str) -> Result<Proc, PortTaken> {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -227,6 +235,11 @@ impl Proc {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     pub fn log_lines(&self) -> Vec<String> {
