@@ -37,6 +37,11 @@ pub fn build(config: &Config) -> Result<Server, ServeError> {
     if let Some(policy) = &state.policy {
         spawn_policy_reloader(policy.clone())?;
     }
+    if let Some(catalog) = &state.catalog {
+        catalog
+            .spawn_crawler()
+            .map_err(|e| ServeError::Setup(format!("catalog crawler: {e}")))?;
+    }
     let upstreams = state.upstreams.clone();
     let metrics_state = state.clone();
     let mut proxy = pingora::proxy::http_proxy_service_with_name(

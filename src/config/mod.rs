@@ -75,6 +75,9 @@ pub struct Config {
     /// Rego admission policies. Absent: no policies are evaluated.
     #[serde(default)]
     pub policy: Option<crate::policy::PolicyConfig>,
+    /// The application catalog (`/margo/v1/applications`, `/catalog/`). Off by default.
+    #[serde(default)]
+    pub catalog: crate::catalog::CatalogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -99,6 +99,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         ) {
             cache.on_manifest_put(&key, &reference).await;
         }
+        super::catalog::after_put(proxy, ctx).await;
     }
     let headers = answer.headers().clone();
     let answer_body = read_limited(answer).await;

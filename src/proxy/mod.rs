@@ -3,6 +3,7 @@
 
 mod access;
 mod admission;
+mod catalog;
 pub mod ctx;
 mod manifest_get;
 mod manifest_put;
@@ -42,6 +43,8 @@ pub struct ProxyState {
     pub auth: Option<Arc<Authenticator>>,
     /// `None` when the config has no `policy:` section.
     pub policy: Option<Arc<PolicyService>>,
+    /// `None` when `catalog.enabled` is false.
+    pub catalog: Option<Arc<crate::catalog::Catalog>>,
     pub router: Router,
     pub public_url: Option<String>,
     pub limits: Limits,
@@ -72,8 +75,10 @@ impl ProxyState {
             )),
             None => None,
         };
+        let catalog = crate::catalog::from_config(config, &upstreams)?;
         Ok(ProxyState {
             policy,
+            catalog,
             upstreams,
             cache,
             cache_max_manifest: config.cache.max_manifest_bytes,
@@ -320,6 +325,9 @@ impl ProxyHttp for MargoProxy {
         if access::token_endpoint(self, session, ctx).await? {
             return Ok(true);
         }
+        if catalog::serve(self, session, ctx).await? {
+            return Ok(true);
+        }
         let route = match self.parse(session, ctx) {
             Ok(r) => r,
             Err(e) => {
@@ -445,6 +453,7 @@ impl ProxyHttp for MargoProxy {
             rewrite::response_urls(resp, ctx, &upstream, self.state.public_url.as_deref())?;
             if ctx.operation == "manifest_delete" && resp.status.is_success() {
                 self.invalidate_after_delete(ctx, &upstream).await;
+                catalog::after_delete(self, ctx);
             }
         }
         if self.state.policy.is_some()
