@@ -19,6 +19,7 @@ pub mod configure;
 pub mod index;
 pub mod markdown;
 pub mod pack;
+pub mod push;
 pub mod query;
 pub mod source;
 pub mod web;
