@@ -163,7 +163,10 @@ fn main() -> ExitCode {
         } => {
             let local = reference.starts_with("127.0.0.1") || reference.starts_with("localhost");
             let token = token.or_else(|| std::env::var("MARGO_TOKEN").ok());
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: {e}");
