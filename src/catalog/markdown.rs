@@ -34,9 +34,8 @@ pub fn render(markdown: &str) -> String {
     }
     let src = &markdown[..end];
     let opts = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
-    let mut in_image = 0usize;
-    let events = Parser::new_ext(src, opts).filter_map(|ev| match ev {
-        Event::Html(h) | Event::InlineHtml(h) => Some(Event::Text(h)),
+    let events = Parser::new_ext(src, opts).map(|ev| match ev {
+        Event::Html(h) | Event::InlineHtml(h) => Event::Text(h),
         Event::Start(Tag::Link {
             link_type,
             dest_url,
@@ -48,22 +47,16 @@ pub fn render(markdown: &str) -> String {
             } else {
                 CowStr::Borrowed("#")
             };
-            Some(Event::Start(Tag::Link {
+            Event::Start(Tag::Link {
                 link_type,
                 dest_url,
                 title,
                 id,
-            }))
+            })
         }
-        Event::Start(Tag::Image { .. }) => {
-            in_image += 1;
-            Some(Event::Text(CowStr::Borrowed("[image: ")))
-        }
-        Event::End(TagEnd::Image) => {
-            in_image = in_image.saturating_sub(1);
-            Some(Event::Text(CowStr::Borrowed("]")))
-        }
-        other => Some(other),
+        Event::Start(Tag::Image { .. }) => Event::Text(CowStr::Borrowed("[image: ")),
+        Event::End(TagEnd::Image) => Event::Text(CowStr::Borrowed("]")),
+        other => other,
     });
     let mut out = String::with_capacity(src.len() * 3 / 2);
     pulldown_cmark::html::push_html(&mut out, events);

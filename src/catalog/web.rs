@@ -554,13 +554,8 @@ fn schema_of<'a>(d: &'a ApplicationDescription, name: &str) -> Option<&'a Schema
 }
 
 fn default_text(d: &ApplicationDescription, setting: &Setting) -> (String, Vec<String>) {
-    use crate::margo::model::{ParameterValue, ScalarValue};
-    let scalar = |v: &ScalarValue| match v {
-        ScalarValue::Boolean(b) => b.to_string(),
-        ScalarValue::Integer(i) => i.to_string(),
-        ScalarValue::Double(f) => f.to_string(),
-        ScalarValue::String(s) => s.clone(),
-    };
+    use crate::margo::model::ParameterValue;
+    let scalar = scalar_text;
     match d
         .parameters
         .get(&setting.parameter)
@@ -575,6 +570,16 @@ fn default_text(d: &ApplicationDescription, setting: &Setting) -> (String, Vec<S
             let items: Vec<String> = a.iter().map(scalar).collect();
             (items.join("\n"), items)
         }
+    }
+}
+
+fn scalar_text(v: &crate::margo::model::ScalarValue) -> String {
+    use crate::margo::model::ScalarValue;
+    match v {
+        ScalarValue::Boolean(b) => b.to_string(),
+        ScalarValue::Integer(i) => i.to_string(),
+        ScalarValue::Double(f) => f.to_string(),
+        ScalarValue::String(s) => s.clone(),
     }
 }
 
@@ -637,7 +642,7 @@ fn config_form(v: &VersionEntry, d: &ApplicationDescription) -> String {
             let control = match &schema.rules {
                 SchemaRules::Select { options, .. } => {
                     let mut c = format!(
-                        "<select id=\"{id}\" name=\"{}\" data-kind=\"{}\"{}{}{attrs}>",
+                        "<select id=\"{id}\" name=\"{}\" data-kind=\"{}\"{}{attrs}>",
                         esc(&setting.parameter),
                         kind_attr(schema.data_type),
                         if multi {
@@ -645,7 +650,6 @@ fn config_form(v: &VersionEntry, d: &ApplicationDescription) -> String {
                         } else {
                             ""
                         },
-                        if multi { "" } else { "" }
                     );
                     if !multi {
                         c.push_str("<option value=\"\">(none)</option>");
