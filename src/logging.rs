@@ -39,7 +39,7 @@ pub fn access(
         target: "margo_proxy::access",
         request_id = %ctx.request_id,
         method = %req.method,
-        operation = ctx.operation,
+        operation = ctx.operation.as_str(),
         repository = ctx.repository().unwrap_or(""),
         reference = ctx.reference().unwrap_or_default(),
         status,
@@ -47,7 +47,7 @@ pub fn access(
         bytes_out = session.body_bytes_sent(),
         total_ms = total.as_secs_f64() * 1000.0,
         upstream_ms = ctx.upstream_elapsed.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-        cache = ctx.cache_result.unwrap_or("none"),
+        cache = ctx.cache_result.map_or("none", |c| c.as_str()),
         refusal = ctx.refusal.as_deref().unwrap_or(""),
         error = e.map(|e| e.to_string()).unwrap_or_default(),
         "request"

@@ -65,6 +65,12 @@ pub fn build(config: &Config) -> Result<Server, ServeError> {
         }
     }
     server.add_service(proxy);
+    if let Some(auth) = state.auth.clone() {
+        server.add_service(pingora::services::background::background_service(
+            "auth key warm-up",
+            AuthWarmUp(auth),
+        ));
+    }
 
     if let Some(admin) = &config.admin {
         let mut svc = Service::new(
@@ -80,6 +86,19 @@ pub fn build(config: &Config) -> Result<Server, ServeError> {
         server.add_service(svc);
     }
     Ok(server)
+}
+
+/// Fetches the issuers' keys at start-up, so the first client does not wait for
+/// discovery and JWKS (a failure is logged; keys are fetched again on use).
+struct AuthWarmUp(Arc<crate::auth::Authenticator>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for AuthWarmUp {
+    async fn start(&self, _shutdown: pingora::server::ShutdownWatch) {
+        for issuer in self.0.warm_up().await {
+            tracing::warn!(%issuer, "could not fetch the issuer's keys at start-up; retrying on use");
+        }
+    }
 }
 
 /// Runs until SIGTERM/SIGINT (graceful) or SIGQUIT.

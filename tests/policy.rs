@@ -313,3 +313,92 @@ fn a_policy_that_does_not_compile_stops_the_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.rego:"), "names file and line: {err}");
 }
+
+const TAGS_AND_DELETES: &str = r#"package margo.admission.inputs
+
+decision_points := {"tag", "delete"}
+
+deny contains msg if {
+    input.kind == "tag"
+    some t in input.tags
+    t == "forbidden"
+    msg := sprintf("%s lists the tag %s", [input.request.repository, t])
+}
+
+deny contains msg if {
+    input.kind == "delete"
+    input.descriptor.artifactType == "application/vnd.example.protected"
+    msg := sprintf("%s is protected", [input.descriptor.digest])
+}
+"#;
+
+/// `TagInput.tags` and `DeleteInput.descriptor` carry what `policies/README.md` says
+/// (the upstream's tags; the deleted manifest's descriptor), so a policy on them fires.
+#[test]
+fn tag_and_delete_policies_see_the_tags_and_the_descriptor() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("inputs.rego"), TAGS_AND_DELETES).unwrap();
+    let p = proxy(&reg, dir.path(), "enforce");
+    let c = http();
+    let base = p.url();
+    push_blob(&c, &base, "lib/listed", EMPTY_CONFIG.as_bytes());
+    push_blob(&c, &base, "lib/clean", EMPTY_CONFIG.as_bytes());
+    let plain = image_manifest(&[], None);
+    let protected = image_manifest(&[], Some("application/vnd.example.protected"));
+    for (repo, tag, body) in [
+        ("lib/listed", "1.0.0", &plain),
+        ("lib/listed", "forbidden", &plain),
+        ("lib/clean", "1.0.0", &plain),
+        ("lib/clean", "keep", &protected),
+    ] {
+        let r = put_manifest(&c, &base, repo, tag, body);
+        assert_eq!(r.status(), 201, "{repo}:{tag}");
+    }
+
+    let r = c
+        .get(format!("{base}/v2/lib/listed/tags/list"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(v["errors"][0]["code"], "DENIED");
+    assert_eq!(
+        v["errors"][0]["message"],
+        "lib/listed lists the tag forbidden"
+    );
+    let r = c
+        .get(format!("{base}/v2/lib/clean/tags/list"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(v["tags"], serde_json::json!(["1.0.0", "keep"]));
+
+    let protected_digest = sha256(&protected);
+    let r = c
+        .delete(format!("{base}/v2/lib/clean/manifests/{protected_digest}"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().unwrap();
+    assert_eq!(
+        v["errors"][0]["message"],
+        format!("{protected_digest} is protected")
+    );
+    let still = c
+        .head(format!("{}/v2/lib/clean/manifests/keep", reg.url()))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    assert_eq!(
+        still.status(),
+        200,
+        "the refused delete never reached the upstream"
+    );
+    let r = c
+        .delete(format!("{base}/v2/lib/clean/manifests/{}", sha256(&plain)))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 202, "a plain manifest may be deleted");
+}

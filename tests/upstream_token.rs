@@ -814,3 +814,44 @@ fn a_refused_scope_does_not_throw_away_the_other_tokens() {
     pull_image(&c, &base, "keep/one", "v1", b"kept layer");
     assert_eq!(s.issuer.count(&kept), 1, "{:?}", s.issuer.requests());
 }
+
+/// A cached manifest is served while the upstream's token service is down: credentials
+/// are asked for only when a request really goes upstream (a fresh digest hit needs
+/// none), and a stale tag whose revalidation cannot get a token is served stale within
+/// `stale_grace`, not refused.
+#[test]
+fn cache_hits_do_not_wait_for_a_token_service_that_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (signing, cert) = make_signing_key(dir.path());
+    // Tokens live 10 s (the proxy renews them after 9 s).
+    let issuer = Issuer::start(signing, 10);
+    let registry = token_registry(&issuer, &cert);
+    let proxy = Proxy::start(&format!(
+        "listeners: [{{address: \"{{listen}}\"}}]\nupstreams:\n  - name: main\n    url: \"{}\"\n    credentials: {{username: {USER}, password: \"{PASSWORD}\"}}\ncache: {{tag_ttl: 1s, stale_grace: 5m}}\nserver: {{threads: 2}}\n",
+        registry.url()
+    ));
+    let c = http();
+    let base = proxy.url();
+    let (_, manifest_digest) = push_image(&c, &base, "cached/app", "v1", b"cached layer");
+    let get = |reference: &str| {
+        c.get(format!("{base}/v2/cached/app/manifests/{reference}"))
+            .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .unwrap()
+    };
+    let r = get("v1");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-margo-cache"], "miss");
+
+    // The token service goes away, and every token the proxy holds expires.
+    drop(issuer);
+    std::thread::sleep(Duration::from_secs(10));
+
+    let r = get(&manifest_digest);
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+    assert_eq!(r.headers()["x-margo-cache"], "hit");
+    assert_eq!(sha256(&r.bytes().unwrap()), manifest_digest);
+    let r = get("v1");
+    assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
+    assert_eq!(r.headers()["x-margo-cache"], "stale");
+}

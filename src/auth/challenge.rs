@@ -95,8 +95,8 @@ pub fn reject(realm: &str, service: &str, err: &AuthError) -> Rejection {
     let mut headers = vec![
         (http::header::CONTENT_TYPE, "application/json".to_owned()),
         (
-            http::HeaderName::from_static("docker-distribution-api-version"),
-            "registry/2.0".to_owned(),
+            crate::oci::headers::DOCKER_DISTRIBUTION_API_VERSION.clone(),
+            crate::oci::headers::API_VERSION_VALUE.to_owned(),
         ),
     ];
     let error_attr = match err {

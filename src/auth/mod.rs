@@ -54,7 +54,7 @@ pub struct Authenticator {
 impl Authenticator {
     /// Build from config: compiles rules, loads static keys and root bundles,
     /// builds the IdP HTTP client. Network is not touched (see
-    /// [`Authenticator::warm_up`]).
+    /// [`Authenticator::warm_up`], which the server runs at start-up).
     pub fn from_config(cfg: &AuthConfig) -> Result<Self, ConfigError> {
         if cfg.realm.is_empty() || cfg.service.is_empty() {
             return Err(ConfigError::Invalid(

@@ -12,11 +12,10 @@ use pingora::http::ResponseHeader;
 use super::digest::{sha256_digest, verify_digest};
 use super::error::ManifestError;
 
-/// `Docker-Content-Digest`.
-pub static DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
-/// `Docker-Distribution-Api-Version`.
-pub static DOCKER_DISTRIBUTION_API_VERSION: HeaderName =
-    HeaderName::from_static("docker-distribution-api-version");
+pub use crate::oci::headers::{
+    DOCKER_CONTENT_DIGEST, DOCKER_DISTRIBUTION_API_VERSION, X_MARGO_CACHE as CACHE_STATUS_HEADER,
+    X_REQUEST_ID as REQUEST_ID_HEADER,
+};
 
 /// Upstream response headers replayed on a hit, besides `Content-Length`
 /// (always recomputed from the body). Everything else (dates, connection
@@ -30,11 +29,6 @@ pub fn replayed_headers() -> [&'static HeaderName; 5] {
         &LAST_MODIFIED,
     ]
 }
-
-/// `X-Margo-Cache`: how the cache answered (`hit`, `miss`, `stale`).
-pub static CACHE_STATUS_HEADER: HeaderName = HeaderName::from_static("x-margo-cache");
-/// `X-Request-Id`, on every answer.
-pub static REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A manifest as the upstream served it, verified against its digest.
 ///
@@ -153,12 +147,15 @@ impl CachedManifest {
     /// them anyway, and HTTP header names are case-insensitive.
     pub fn response_head(
         &self,
-        cache_status: &'static str,
+        cache_status: super::CacheResult,
         request_id: &HeaderValue,
     ) -> ResponseHeader {
         let mut headers = self.head.clone();
-        if cache_status != "hit" {
-            headers.insert(&CACHE_STATUS_HEADER, HeaderValue::from_static(cache_status));
+        if cache_status != super::CacheResult::Hit {
+            headers.insert(
+                &CACHE_STATUS_HEADER,
+                HeaderValue::from_static(cache_status.as_str()),
+            );
         }
         headers.insert(&REQUEST_ID_HEADER, request_id.clone());
         let (mut parts, ()) = http::Response::new(()).into_parts();

@@ -62,6 +62,28 @@ use entry::{Value, ENTRY_OVERHEAD};
 use key::Key;
 use stats::{bump, Counters};
 
+/// How the cache answered a manifest read (the `X-Margo-Cache` header, the access
+/// log's `cache` field and the pull policy's `cache_hit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    /// Served from the cache without asking the upstream.
+    Hit,
+    /// Fetched from the upstream just now (and cached when it could be).
+    Miss,
+    /// A stale tag mapping served because the upstream is unreachable.
+    Stale,
+}
+
+impl CacheResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Stale => "stale",
+        }
+    }
+}
+
 /// What a fetcher learnt from an upstream manifest GET.
 #[derive(Debug, Clone)]
 pub enum Fetched {
@@ -115,9 +137,9 @@ pub struct TagResolution {
     pub manifest: Option<Arc<CachedManifest>>,
 }
 
-/// Non-coalesced digest lookup result.
+/// A digest lookup that does not go upstream.
 #[derive(Debug, Clone)]
-pub enum Lookup {
+enum Lookup {
     /// Cached manifest.
     Hit(Arc<CachedManifest>),
     /// Cached 404.
@@ -126,13 +148,12 @@ pub enum Lookup {
     Miss,
 }
 
-/// Non-coalesced tag lookup result: the [`TagDecision`] for the cached state.
+/// What the cached state of a tag says to do: the [`TagDecision`] without asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TagLookup {
+enum TagLookup {
     /// Use this digest.
     Fresh(Arc<str>),
-    /// HEAD upstream; on success [`ManifestCache::insert_tag`], on
-    /// unreachable [`ManifestCache::serve_stale`].
+    /// Ask the upstream (HEAD) whether it still holds.
     Revalidate(Arc<str>),
     /// The upstream failed moments ago; serve this stale digest without probing.
     ServeStale(Arc<str>),
@@ -144,7 +165,7 @@ pub enum TagLookup {
 
 /// Outcome of offering a manifest to the cache.
 #[derive(Debug, Clone)]
-pub enum Admission {
+enum Admission {
     /// Stored.
     Cached(Arc<CachedManifest>),
     /// Valid, served, not stored.
@@ -154,15 +175,6 @@ pub enum Admission {
         /// What to serve.
         manifest: Arc<CachedManifest>,
     },
-}
-
-impl Admission {
-    /// The manifest to serve, whether or not it was stored.
-    pub fn manifest(&self) -> &Arc<CachedManifest> {
-        match self {
-            Self::Cached(m) | Self::Uncached { manifest: m, .. } => m,
-        }
-    }
 }
 
 /// Taken before an upstream request whose answer will be inserted; the insert
@@ -381,7 +393,7 @@ impl ManifestCache {
     // ---- digests ---------------------------------------------------------
 
     /// Looks up a manifest by digest without going upstream.
-    pub async fn get_manifest(&self, key: &DigestKey) -> Lookup {
+    async fn get_manifest(&self, key: &DigestKey) -> Lookup {
         let stamp = self.front_stamp(key.repo());
         match self.inner.get(&Key::Digest(key.clone())).await {
             Some(Value::Manifest(m)) => {
@@ -447,40 +459,6 @@ impl ManifestCache {
             return uncached(UncacheableReason::InvalidatedDuringFetch, manifest);
         }
         Ok(Admission::Cached(Arc::new(manifest)))
-    }
-
-    /// Offers an upstream GET-by-digest answer (taken after `ticket`) to the
-    /// cache. A body that does not hash to the key's digest is refused
-    /// (`Err`) and must not be served.
-    pub async fn insert_manifest(
-        &self,
-        ticket: FetchTicket,
-        key: &DigestKey,
-        body: Bytes,
-        headers: &HeaderMap,
-    ) -> Result<Admission, ManifestError> {
-        let admission = self.admit(ticket, key, body, headers)?;
-        if let Admission::Cached(m) = &admission {
-            let k = Key::Digest(key.clone());
-            self.inner
-                .insert(k.clone(), Value::Manifest(Arc::clone(m)))
-                .await;
-            self.undo_if_invalidated(ticket, &k).await;
-        }
-        Ok(admission)
-    }
-
-    /// Remembers a 404 for a digest, if negative caching is on.
-    pub async fn insert_not_found(&self, ticket: FetchTicket, key: &DigestKey) {
-        self.put_not_found(ticket, Key::Digest(key.clone())).await;
-    }
-
-    async fn put_not_found(&self, ticket: FetchTicket, k: Key) {
-        if self.negative_ttl.is_zero() || !self.ticket_valid(ticket) {
-            return;
-        }
-        self.inner.insert(k.clone(), Value::NotFound).await;
-        self.undo_if_invalidated(ticket, &k).await;
     }
 
     /// Closes the window between "ticket still valid" and the insert: an
@@ -576,64 +554,6 @@ impl ManifestCache {
                 }
             }
             Some(Value::Manifest(_)) | None => TagLookup::Miss,
-        }
-    }
-
-    /// Looks up a tag without going upstream; counts hits, negative hits and
-    /// stale serves, not misses (the caller's fetch is the miss).
-    pub async fn lookup_tag(&self, key: &TagKey) -> TagLookup {
-        let value = self.inner.get(&Key::Tag(key.clone())).await;
-        let lookup = self.tag_lookup(value, Instant::now());
-        match &lookup {
-            TagLookup::Fresh(_) => self.counters.hits.bump(),
-            TagLookup::NotFound => bump(&self.counters.negative_hits),
-            TagLookup::ServeStale(_) => bump(&self.counters.stale_serves),
-            TagLookup::Revalidate(_) | TagLookup::Miss => {}
-        }
-        lookup
-    }
-
-    /// Records what an upstream HEAD/GET by tag (taken after `ticket`) said.
-    /// Malformed digests are not stored.
-    pub async fn insert_tag(&self, ticket: FetchTicket, key: &TagKey, digest: &str) {
-        if matches!(parse_digest(digest), Err(DigestError::Malformed(_)))
-            || !self.ticket_valid(ticket)
-        {
-            return;
-        }
-        let k = Key::Tag(key.clone());
-        self.inner
-            .insert(k.clone(), Value::Tag(TagEntry::new(digest, Instant::now())))
-            .await;
-        self.undo_if_invalidated(ticket, &k).await;
-    }
-
-    /// Remembers a 404 for a tag, if negative caching is on.
-    pub async fn insert_tag_not_found(&self, ticket: FetchTicket, key: &TagKey) {
-        self.put_not_found(ticket, Key::Tag(key.clone())).await;
-    }
-
-    /// After a revalidation found the upstream unreachable: the stale digest
-    /// to serve (and flag) if still within the grace window, else `None`
-    /// (answer an error). Records the failure for the backoff.
-    pub async fn serve_stale(&self, key: &TagKey) -> Option<Arc<str>> {
-        let k = Key::Tag(key.clone());
-        let Some(Value::Tag(entry)) = self.inner.get(&k).await else {
-            return None;
-        };
-        let now = Instant::now();
-        match decide(Some(&entry), now, &self.policy, UpstreamState::Unreachable) {
-            TagDecision::ServeStale(d) => {
-                bump(&self.counters.stale_serves);
-                let failed = TagEntry {
-                    failed_at: Some(now),
-                    ..entry
-                };
-                self.inner.insert(k, Value::Tag(failed)).await;
-                Some(d)
-            }
-            TagDecision::Use(d) => Some(d),
-            _ => None,
         }
     }
 

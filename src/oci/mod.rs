@@ -3,12 +3,15 @@
 
 pub mod digest;
 pub mod error;
+pub mod headers;
 pub mod name;
+pub mod operation;
 pub mod path;
 
 pub use digest::Digest;
 pub use error::{OciError, OciErrorCode};
 pub use name::RepoName;
+pub use operation::Operation;
 pub use path::{OciRoute, Reference};
 
 /// Media types of manifests a registry serves; used for `Accept` on side-channel fetches.

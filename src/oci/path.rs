@@ -199,33 +199,6 @@ fn percent_decode_colon(s: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// Which OCI operation a request is, for metrics and logs (low cardinality by design).
-pub fn operation(route: &Result<OciRoute, PathError>, method: &http::Method) -> &'static str {
-    use http::Method as M;
-    let Ok(route) = route else {
-        return "other";
-    };
-    match (route, method) {
-        (OciRoute::Ping, _) => "ping",
-        (OciRoute::Catalog, _) => "catalog",
-        (OciRoute::Manifest { .. }, &M::GET) => "manifest_get",
-        (OciRoute::Manifest { .. }, &M::HEAD) => "manifest_head",
-        (OciRoute::Manifest { .. }, &M::PUT) => "manifest_put",
-        (OciRoute::Manifest { .. }, &M::DELETE) => "manifest_delete",
-        (OciRoute::Blob { .. }, &M::GET) => "blob_get",
-        (OciRoute::Blob { .. }, &M::HEAD) => "blob_head",
-        (OciRoute::Blob { .. }, &M::DELETE) => "blob_delete",
-        (OciRoute::UploadStart { .. }, &M::POST) => "upload_start",
-        (OciRoute::UploadSession { .. }, &M::PATCH) => "upload_chunk",
-        (OciRoute::UploadSession { .. }, &M::PUT) => "upload_complete",
-        (OciRoute::UploadSession { .. }, &M::GET) => "upload_status",
-        (OciRoute::UploadSession { .. }, &M::DELETE) => "upload_cancel",
-        (OciRoute::TagsList { .. }, _) => "tags_list",
-        (OciRoute::Referrers { .. }, _) => "referrers",
-        _ => "other",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,18 +311,5 @@ mod tests {
         assert!(!valid_tag(&"a".repeat(129)));
         assert!(!valid_tag(".a"));
         assert!(!valid_tag(""));
-    }
-
-    #[test]
-    fn classifies_operations() {
-        let r = OciRoute::parse("/v2/x/blobs/uploads/abc");
-        assert_eq!(operation(&r, &http::Method::PATCH), "upload_chunk");
-        assert_eq!(operation(&r, &http::Method::PUT), "upload_complete");
-        let r = OciRoute::parse("/v2/x/manifests/1");
-        assert_eq!(operation(&r, &http::Method::HEAD), "manifest_head");
-        assert_eq!(
-            operation(&OciRoute::parse("/nope"), &http::Method::GET),
-            "other"
-        );
     }
 }

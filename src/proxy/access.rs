@@ -9,7 +9,7 @@ use pingora::Result;
 use super::ctx::RequestCtx;
 use super::{respond, MargoProxy};
 use crate::auth::{Authenticator, Target};
-use crate::oci::OciRoute;
+use crate::oci::{OciRoute, Operation};
 
 /// Largest token request body (a form with a few fields).
 const MAX_TOKEN_REQUEST: usize = 16 * 1024;
@@ -26,15 +26,13 @@ pub async fn token_endpoint(
     if session.req_header().uri.path() != bridge.path() {
         return Ok(false);
     }
-    ctx.operation = "token";
+    ctx.operation = Operation::Token;
     let mut body = BytesMut::new();
     while let Some(chunk) = session.read_request_body().await? {
         if body.len() + chunk.len() > MAX_TOKEN_REQUEST {
-            let mut resp = ResponseHeader::build(413, Some(2))?;
-            resp.insert_header("Content-Length", "0")?;
-            ctx.answered_status = Some(413);
+            let resp = ResponseHeader::build(413, Some(4))?;
             session.set_keepalive(None);
-            respond::write(session, resp, Bytes::new()).await?;
+            respond::answer(session, ctx, resp, Bytes::new()).await?;
             return Ok(true);
         }
         body.extend_from_slice(&chunk);
@@ -43,14 +41,11 @@ pub async fn token_endpoint(
     let answer = bridge
         .handle(&req.method, &req.headers, req.uri.query(), &body)
         .await;
-    let mut resp = ResponseHeader::build(answer.status.as_u16(), Some(4))?;
+    let mut resp = ResponseHeader::build(answer.status.as_u16(), Some(6))?;
     for (name, value) in &answer.headers {
         resp.insert_header(name.clone(), value.as_str())?;
     }
-    resp.insert_header("Content-Length", answer.body.len().to_string())?;
-    resp.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
-    ctx.answered_status = Some(answer.status.as_u16());
-    respond::write(session, resp, Bytes::from(answer.body.into_bytes())).await?;
+    respond::answer(session, ctx, resp, Bytes::from(answer.body.into_bytes())).await?;
     Ok(true)
 }
 
@@ -103,15 +98,12 @@ pub async fn authorize(
         Err(e) => {
             proxy.state.metrics.auth_decision("deny", e.reason());
             let rejection = auth.reject(&e);
-            let mut resp = ResponseHeader::build(rejection.status.as_u16(), Some(4))?;
+            let mut resp = ResponseHeader::build(rejection.status.as_u16(), Some(6))?;
             for (name, value) in &rejection.headers {
                 resp.insert_header(name.clone(), value.as_str())?;
             }
-            resp.insert_header("Content-Length", rejection.body.len().to_string())?;
-            resp.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
-            ctx.answered_status = Some(rejection.status.as_u16());
             ctx.refusal = Some(format!("auth: {}", e.reason()));
-            respond::write(session, resp, Bytes::from(rejection.body.into_bytes())).await?;
+            respond::answer(session, ctx, resp, Bytes::from(rejection.body.into_bytes())).await?;
             Ok(true)
         }
     }

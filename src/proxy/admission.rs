@@ -2,7 +2,7 @@
 //! (the `margo.yaml` description or the Compose archive), fetched from the upstream by
 //! digest. Runs before anything of the push is sent upstream.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::ctx::RequestCtx;
 use super::MargoProxy;
@@ -14,6 +14,7 @@ use crate::margo::manifest::{
 use crate::margo::report::Report;
 use crate::margo::validate::DescriptionLimits;
 use crate::oci::{OciError, OciErrorCode};
+use crate::upstream::registry::{Caller, RegistryError};
 use crate::upstream::Upstream;
 
 /// What admission found out, for the answer and for policies.
@@ -32,6 +33,7 @@ pub async fn admit(
     proxy: &MargoProxy,
     ctx: &RequestCtx,
     upstream: &Upstream,
+    caller: &Caller<'_>,
     body: &Bytes,
 ) -> Result<Admitted, OciError> {
     let none = Admitted {
@@ -62,7 +64,7 @@ pub async fn admit(
     match (&check.next, &check.manifest) {
         (NextStep::Description(layer), Some(m)) => {
             let blob = fetch_blob(
-                ctx,
+                caller,
                 upstream,
                 matched.upstream_name.as_str(),
                 layer,
@@ -82,7 +84,7 @@ pub async fn admit(
         }
         (NextStep::ComposeArchive(layer), _) => {
             let blob = fetch_blob(
-                ctx,
+                caller,
                 upstream,
                 matched.upstream_name.as_str(),
                 layer,
@@ -176,9 +178,10 @@ pub fn refusal(report: &Report) -> OciError {
 }
 
 /// Fetches a blob the manifest names from the upstream (blobs are pushed before the
-/// manifest), bounded by the descriptor's size and the configured cap.
+/// manifest), bounded by the descriptor's size and the configured cap, checked against
+/// its digest.
 async fn fetch_blob(
-    ctx: &RequestCtx,
+    caller: &Caller<'_>,
     upstream: &Upstream,
     upstream_name: &str,
     layer: &Descriptor,
@@ -193,63 +196,33 @@ async fn fetch_blob(
             ),
         ));
     }
-    let unavailable = |e: String| {
-        tracing::warn!(upstream = %upstream.name, error = %e, "admission blob fetch failed");
-        OciError::new(
-            OciErrorCode::Unavailable,
-            "upstream registry unavailable for admission",
-        )
-    };
     let digest: crate::oci::Digest = layer.digest.parse().map_err(|_| {
         OciError::new(
             OciErrorCode::DigestInvalid,
             format!("invalid digest `{}`", layer.digest),
         )
     })?;
-    let path = format!("/v2/{upstream_name}/blobs/{digest}");
-    let mut req = upstream.http.get(upstream.url(&path));
-    if let Some(a) = &ctx.upstream_authorization {
-        req = req.header(http::header::AUTHORIZATION, a.as_str());
-    }
-    let mut resp = req.send().await.map_err(|e| unavailable(e.to_string()))?;
-    if resp.status().is_redirection() {
-        // Object storage behind the registry: follow once, without our credentials.
-        let to = resp
-            .headers()
-            .get(http::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-            .ok_or_else(|| unavailable("redirect without Location".into()))?;
-        resp = upstream
-            .http
-            .get(to)
-            .send()
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-    }
-    match resp.status().as_u16() {
-        200 => {}
-        404 => {
-            return Err(OciError::new(
-                OciErrorCode::ManifestBlobUnknown,
-                format!(
-                    "blob {} named by the manifest is not in the repository (push blobs first)",
-                    layer.digest
-                ),
-            )
-            .with_detail(serde_json::json!({ "digest": layer.digest.to_string() })))
+    match upstream
+        .registry()
+        .blob_bytes(caller, upstream_name, &digest, layer.size)
+        .await
+    {
+        Ok(Some(blob)) => Ok(blob),
+        Ok(None) => Err(OciError::new(
+            OciErrorCode::ManifestBlobUnknown,
+            format!(
+                "blob {} named by the manifest is not in the repository (push blobs first)",
+                layer.digest
+            ),
+        )
+        .with_detail(serde_json::json!({ "digest": layer.digest.to_string() }))),
+        Err(RegistryError::TooLarge { .. }) => Err(OciError::new(
+            OciErrorCode::SizeInvalid,
+            format!("blob {} is larger than its descriptor says", layer.digest),
+        )),
+        Err(e) => {
+            tracing::warn!(upstream = %upstream.name, error = %e, "admission blob fetch failed");
+            Err(e.to_oci())
         }
-        s => return Err(unavailable(format!("status {s}"))),
     }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| unavailable(e.to_string()))? {
-        if (buf.len() + chunk.len()) as u64 > layer.size.min(cap) {
-            return Err(OciError::new(
-                OciErrorCode::SizeInvalid,
-                format!("blob {} is larger than its descriptor says", layer.digest),
-            ));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
 }

@@ -24,7 +24,7 @@ pub async fn serve(
     if !api::is_catalog_path(session.req_header().uri.path()) {
         return Ok(false);
     }
-    ctx.operation = "app_catalog";
+    ctx.operation = crate::oci::operation::Operation::Other;
     let mut body = BytesMut::new();
     let mut too_big = false;
     while let Some(chunk) = session.read_request_body().await? {

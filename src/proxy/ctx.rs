@@ -4,14 +4,16 @@ use std::time::Instant;
 
 use http::HeaderValue;
 
-use crate::oci::OciRoute;
+use crate::cache::CacheResult;
+use crate::oci::{OciRoute, Operation};
+use crate::upstream::deadline::HeaderDeadline;
 use crate::upstream::forward::Forward;
 
 /// Per-request state. Fields are filled phase by phase; `None` means "not reached".
 pub struct RequestCtx {
     pub started: Instant,
     pub request_id: RequestId,
-    pub operation: &'static str,
+    pub operation: Operation,
     pub route: Option<OciRoute>,
     pub forward: Option<Forward>,
     /// The `Host` the client used (for `X-Forwarded-Host` and URL rewriting); a
@@ -29,14 +31,16 @@ pub struct RequestCtx {
     pub upstream_elapsed: Option<std::time::Duration>,
     /// Response body held back to be rewritten (tags list of a renamed repository).
     pub body_rewrite: Option<bytes::BytesMut>,
-    /// `hit`, `miss` or `stale` when the manifest cache answered.
-    pub cache_result: Option<&'static str>,
+    /// How the manifest cache answered, when it did.
+    pub cache_result: Option<CacheResult>,
     /// Who is asking, once the auth layer has decided (absent when auth is off).
     pub principal: Option<std::sync::Arc<crate::auth::Principal>>,
     /// The policy rule that denied the request (sent as a header, for HEAD).
     pub policy_denied_rule: Option<String>,
     /// A body that replaces the upstream's (a policy denial after the headers came).
     pub body_replacement: Option<bytes::Bytes>,
+    /// The streamed upstream exchange's response-head deadline (see [`HeaderDeadline`]).
+    pub header_deadline: Option<HeaderDeadline>,
 }
 
 impl RequestCtx {
@@ -44,7 +48,7 @@ impl RequestCtx {
         RequestCtx {
             started: Instant::now(),
             request_id: RequestId::default(),
-            operation: "other",
+            operation: Operation::Other,
             route: None,
             forward: None,
             client_host: None,
@@ -59,6 +63,7 @@ impl RequestCtx {
             principal: None,
             policy_denied_rule: None,
             body_replacement: None,
+            header_deadline: None,
         }
     }
 

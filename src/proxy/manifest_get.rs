@@ -5,33 +5,19 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::proxy::Session;
 use pingora::Result;
 
 use super::ctx::RequestCtx;
 use super::{respond, MargoProxy};
 use crate::cache::{
-    negotiate, CachedManifest, FetchError, Fetched, Negotiation, RepoKey, ResolveError, TagProbe,
-    TagSource, FULL_ACCEPT,
+    negotiate, CacheResult, CachedManifest, FetchError, Fetched, ManifestCache, Negotiation,
+    RepoKey, ResolveError, TagProbe, TagSource,
 };
 use crate::oci::{OciError, OciErrorCode, OciRoute, Reference};
+use crate::upstream::registry::{Caller, Registry, RegistryError};
 use crate::upstream::Upstream;
-
-/// Why an upstream side call failed (for the cache's stale-serving decision).
-#[derive(Debug, thiserror::Error)]
-pub enum SideCallError {
-    #[error("upstream unreachable: {0}")]
-    Unreachable(String),
-    #[error("upstream answered {0}")]
-    Status(u16),
-    #[error("manifest larger than {0} bytes")]
-    TooLarge(u64),
-    #[error("upstream answered a manifest that does not match {0}")]
-    Mismatch(String),
-    #[error("request was not routed")]
-    NotRouted,
-}
 
 /// The cache key of the repository a request addresses, at its upstream.
 pub fn repo_key(ctx: &RequestCtx, upstream: &Upstream) -> Option<RepoKey> {
@@ -40,6 +26,29 @@ pub fn repo_key(ctx: &RequestCtx, upstream: &Upstream) -> Option<RepoKey> {
         upstream.name.as_str(),
         matched.upstream_name.as_str(),
     ))
+}
+
+/// Why the cache did not answer.
+enum NotServed {
+    /// Let Pingora proxy the request: the upstream's own answer is the best one.
+    Proxy,
+    /// Answer this error: proxying could only fail the same way, once more (an
+    /// upstream that timed out would time out again, doubling the client's wait).
+    Answer(OciError, Option<CacheResult>),
+}
+
+/// What the cache should make of a failed side call.
+fn side_call_failed(e: &RegistryError) -> NotServed {
+    match e {
+        RegistryError::Status { .. }
+        | RegistryError::TooLarge { .. }
+        | RegistryError::Invalid { .. } => NotServed::Proxy,
+        RegistryError::Timeout { .. }
+        | RegistryError::Unreachable { .. }
+        | RegistryError::Credentials { .. }
+        | RegistryError::Unauthorized { .. }
+        | RegistryError::DigestMismatch { .. } => NotServed::Answer(e.to_oci(), None),
+    }
 }
 
 /// Answers from the cache when it can; `Ok(false)` means "proxy it normally".
@@ -80,27 +89,50 @@ pub async fn try_serve(
             }
         };
         if let Some(manifest) = hot {
-            return answer(proxy, session, ctx, &manifest, "hit").await;
+            return answer(proxy, session, ctx, &manifest, CacheResult::Hit).await;
         }
     }
     let Some(key) = repo_key(ctx, upstream) else {
         return Ok(false);
     };
     let reference = reference.clone();
-    let auth = ctx.upstream_authorization.clone();
-    let name = key.repository();
     let max = proxy.state.cache_max_manifest;
+    let outcome = {
+        let method = &session.req_header().method;
+        let caller = proxy.caller(session, ctx, upstream, method);
+        lookup(cache, upstream.registry(), &caller, &key, &reference, max).await
+    };
+    match outcome {
+        Ok((manifest, result)) => answer(proxy, session, ctx, &manifest, result).await,
+        Err(NotServed::Proxy) => Ok(false),
+        Err(NotServed::Answer(e, result)) => {
+            ctx.cache_result = result;
+            respond::oci_error(session, ctx, &e).await?;
+            Ok(true)
+        }
+    }
+}
 
+/// The manifest for `reference` from the cache, filled from the upstream on a miss.
+async fn lookup(
+    cache: &ManifestCache,
+    registry: Registry<'_>,
+    caller: &Caller<'_>,
+    key: &RepoKey,
+    reference: &Reference,
+    max: u64,
+) -> std::result::Result<(Arc<CachedManifest>, CacheResult), NotServed> {
+    let name = key.repository();
     let mut stale = false;
     let mut attached = None;
     let mut tag_key = None;
-    let digest: Arc<str> = match &reference {
+    let digest: Arc<str> = match reference {
         Reference::Digest(d) => Arc::from(d.to_string()),
         Reference::Tag(tag) => {
             let k = key.tag(tag.as_str());
             // The probe (an upstream HEAD) is built only when the mapping needs it.
             let resolved = cache
-                .resolve_tag(&k, |_| probe_tag(upstream, name, tag, auth.clone()))
+                .resolve_tag(&k, |_| probe_tag(registry, caller, name, tag))
                 .await;
             tag_key = Some(k);
             match resolved {
@@ -114,19 +146,16 @@ pub async fn try_serve(
                         OciErrorCode::ManifestUnknown,
                         format!("manifest unknown: tag `{tag}`"),
                     );
-                    ctx.cache_result = Some("miss");
-                    respond::oci_error(session, ctx, &e).await?;
-                    return Ok(true);
+                    return Err(NotServed::Answer(e, Some(CacheResult::Miss)));
                 }
-                Err(_) => return Ok(false),
+                Err(ResolveError::Upstream(e)) => return Err(side_call_failed(&e)),
             }
         }
     };
 
     let fetched = AtomicBool::new(false);
     let flag = &fetched;
-    let up = upstream.clone();
-    let (name_ref, digest_ref) = (name, &*digest);
+    let digest_ref = &*digest;
     let result = match attached {
         Some(m) => Ok(m),
         None => {
@@ -134,8 +163,7 @@ pub async fn try_serve(
                 .get_or_fetch(&key.digest(digest.clone()), || async move {
                     // Built only on a miss: hits stay allocation-light.
                     flag.store(true, Ordering::Relaxed);
-                    let path = format!("/v2/{name_ref}/manifests/{digest_ref}");
-                    fetch_manifest(&up, &path, auth, max).await
+                    fetch_manifest(registry, caller, name, digest_ref, max).await
                 })
                 .await;
             if let (Ok(m), Some(k), false) = (&result, &tag_key, stale) {
@@ -152,39 +180,37 @@ pub async fn try_serve(
                 OciErrorCode::ManifestUnknown,
                 format!("manifest unknown: {digest}"),
             );
-            respond::oci_error(session, ctx, &e).await?;
-            return Ok(true);
+            return Err(NotServed::Answer(e, None));
         }
         Err(FetchError::Invalid(e)) => {
-            tracing::warn!(upstream = %upstream.name, repository = %name, %digest, error = %e,
+            tracing::warn!(repository = %name, %digest, error = %e,
                 "upstream served a manifest that does not match its digest");
             let e = OciError::new(
                 OciErrorCode::Unavailable,
                 format!("upstream answered a manifest that does not match {digest}"),
             );
-            respond::oci_error(session, ctx, &e).await?;
-            return Ok(true);
+            return Err(NotServed::Answer(e, None));
         }
-        Err(FetchError::Upstream(_)) => return Ok(false),
+        Err(FetchError::Upstream(e)) => return Err(side_call_failed(&e)),
     };
     let result = if stale {
-        "stale"
+        CacheResult::Stale
     } else if fetched.load(Ordering::Relaxed) {
-        "miss"
+        CacheResult::Miss
     } else {
-        "hit"
+        CacheResult::Hit
     };
-    answer(proxy, session, ctx, &manifest, result).await
+    Ok((manifest, result))
 }
 
-/// Answers with `manifest` (`result`: `hit`, `miss` or `stale`) unless the client's
+/// Answers with `manifest` unless the client's
 /// `Accept` rules it out (`Ok(false)`: proxy it) or a pull policy denies it.
 async fn answer(
     proxy: &MargoProxy,
     session: &mut Session,
     ctx: &mut RequestCtx,
     manifest: &CachedManifest,
-    result: &'static str,
+    result: CacheResult,
 ) -> Result<bool> {
     if negotiate(&session.req_header().headers, manifest.content_type()) == Negotiation::Bypass {
         return Ok(false);
@@ -198,7 +224,7 @@ async fn answer(
             manifest.content_type(),
             manifest.digest(),
             manifest.body(),
-            result != "miss",
+            result != CacheResult::Miss,
         )
         .await;
         if let Some(e) = denied {
@@ -216,130 +242,73 @@ async fn answer(
 /// The body of a manifest being passed through, read again from the upstream so a pull
 /// policy can see its annotations and artifact type. By the digest the upstream answered
 /// with (checked against the body), else by the reference the client asked for; with the
-/// credentials the pass-through request used.
+/// credentials the pass-through request used. The error is the answer to send.
 pub async fn body_for_policy(
     proxy: &MargoProxy,
     session: &Session,
     ctx: &RequestCtx,
     answered_digest: &str,
-) -> std::result::Result<Bytes, SideCallError> {
+) -> std::result::Result<Bytes, OciError> {
+    let not_routed = || OciError::new(OciErrorCode::Unavailable, "request was not routed");
     let (Some(upstream), Some(matched)) = (
         proxy.upstream_of(ctx),
         ctx.forward.as_ref().and_then(|f| f.matched.as_ref()),
     ) else {
-        return Err(SideCallError::NotRouted);
+        return Err(not_routed());
     };
-    let digest = answered_digest.parse::<crate::oci::Digest>().ok();
-    let reference = match (&digest, ctx.reference()) {
-        (Some(d), _) => d.to_string(),
-        (None, Some(r)) => r,
-        (None, None) => return Err(SideCallError::NotRouted),
+    let reference = match (
+        answered_digest.parse::<crate::oci::Digest>(),
+        ctx.reference(),
+    ) {
+        (Ok(d), _) => d.to_string(),
+        (Err(_), Some(r)) => r,
+        (Err(_), None) => return Err(not_routed()),
     };
-    let auth = if proxy.forwards_client_credentials(upstream) {
-        session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    } else {
-        ctx.upstream_authorization.clone()
-    };
-    let path = format!(
-        "/v2/{}/manifests/{reference}",
-        matched.upstream_name.as_str()
-    );
+    let caller = proxy.caller(session, ctx, upstream, &session.req_header().method);
     let max = proxy.state.limits.max_manifest_bytes;
-    match fetch_manifest(upstream, &path, auth, max).await? {
-        Fetched::NotFound => Err(SideCallError::Status(404)),
-        Fetched::Manifest { body, .. } => match digest {
-            Some(d) if !d.verifies(&body) => Err(SideCallError::Mismatch(d.to_string())),
-            _ => Ok(body),
-        },
+    match upstream
+        .registry()
+        .manifest_get(&caller, matched.upstream_name.as_str(), &reference, max)
+        .await
+    {
+        Ok(Some(m)) => Ok(m.body),
+        Ok(None) => Err(OciError::new(
+            OciErrorCode::ManifestUnknown,
+            format!("manifest unknown: {reference}"),
+        )
+        .with_status(502)),
+        Err(e) => Err(e.to_oci()),
     }
-}
-
-fn side_request(
-    upstream: &Upstream,
-    method: reqwest::Method,
-    path: &str,
-    auth: Option<String>,
-) -> reqwest::RequestBuilder {
-    let mut r = upstream
-        .http
-        .request(method, upstream.url(path))
-        .header(http::header::ACCEPT, FULL_ACCEPT);
-    if let Some(a) = auth {
-        r = r.header(http::header::AUTHORIZATION, a);
-    }
-    r
-}
-
-fn unreachable_status(s: u16) -> bool {
-    matches!(s, 502..=504)
 }
 
 async fn probe_tag(
-    upstream: &Upstream,
+    registry: Registry<'_>,
+    caller: &Caller<'_>,
     name: &str,
     tag: &str,
-    auth: Option<String>,
-) -> TagProbe<SideCallError> {
-    let path = format!("/v2/{name}/manifests/{tag}");
-    match side_request(upstream, reqwest::Method::HEAD, &path, auth)
-        .send()
-        .await
-    {
-        Err(e) => TagProbe::Unreachable(SideCallError::Unreachable(e.to_string())),
-        Ok(r) => {
-            let status = r.status().as_u16();
-            match status {
-                200 => match r
-                    .headers()
-                    .get("docker-content-digest")
-                    .and_then(|v| v.to_str().ok())
-                    .filter(|d| d.parse::<crate::oci::Digest>().is_ok())
-                {
-                    Some(d) => TagProbe::Found(d.to_owned()),
-                    None => TagProbe::Failed(SideCallError::Status(status)),
-                },
-                404 => TagProbe::NotFound,
-                s if unreachable_status(s) => TagProbe::Unreachable(SideCallError::Status(s)),
-                s => TagProbe::Failed(SideCallError::Status(s)),
-            }
-        }
+) -> TagProbe<RegistryError> {
+    match registry.manifest_digest(caller, name, tag).await {
+        Ok(Some(d)) => TagProbe::Found(d.to_string()),
+        Ok(None) => TagProbe::NotFound,
+        Err(e) if e.is_unreachable() => TagProbe::Unreachable(e),
+        Err(e) => TagProbe::Failed(e),
     }
 }
 
 async fn fetch_manifest(
-    upstream: &Upstream,
-    path: &str,
-    auth: Option<String>,
+    registry: Registry<'_>,
+    caller: &Caller<'_>,
+    name: &str,
+    digest: &str,
     max: u64,
-) -> std::result::Result<Fetched, SideCallError> {
-    let mut r = side_request(upstream, reqwest::Method::GET, path, auth)
-        .send()
-        .await
-        .map_err(|e| SideCallError::Unreachable(e.to_string()))?;
-    match r.status().as_u16() {
-        200 => {}
-        404 => return Ok(Fetched::NotFound),
-        s => return Err(SideCallError::Status(s)),
-    }
-    let headers = r.headers().clone();
-    let mut body = BytesMut::new();
-    while let Some(chunk) = r
-        .chunk()
-        .await
-        .map_err(|e| SideCallError::Unreachable(e.to_string()))?
-    {
-        if (body.len() + chunk.len()) as u64 > max {
-            return Err(SideCallError::TooLarge(max));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Fetched::Manifest {
-        body: Bytes::from(body),
-        headers,
-    })
+) -> std::result::Result<Fetched, RegistryError> {
+    Ok(
+        match registry.manifest_get(caller, name, digest, max).await? {
+            Some(m) => Fetched::Manifest {
+                body: m.body,
+                headers: m.headers,
+            },
+            None => Fetched::NotFound,
+        },
+    )
 }

@@ -9,22 +9,27 @@ use pingora::Result;
 
 use super::ctx::RequestCtx;
 use super::{respond, MargoProxy};
+use crate::oci::headers::{DOCKER_CONTENT_DIGEST, DOCKER_DISTRIBUTION_API_VERSION, OCI_SUBJECT};
 use crate::oci::{OciError, OciErrorCode};
 use crate::upstream::location::UrlRewrite;
+use crate::upstream::registry::RegistryError;
 
-/// Largest upstream answer to a manifest PUT we relay (they are tiny JSON bodies).
-const MAX_UPSTREAM_ANSWER: usize = 64 * 1024;
+/// Largest upstream answer to a manifest PUT we relay (they are tiny JSON bodies); a
+/// bigger one is answered as an upstream failure, never cut.
+const MAX_UPSTREAM_ANSWER: u64 = 64 * 1024;
 
 /// Response headers of a manifest PUT worth passing on to the client.
-const RELAYED: &[&str] = &[
-    "content-type",
-    "docker-content-digest",
-    "docker-distribution-api-version",
-    "oci-subject",
-    "www-authenticate",
-    "link",
-    "location",
-];
+fn relayed() -> [&'static http::HeaderName; 7] {
+    [
+        &http::header::CONTENT_TYPE,
+        &DOCKER_CONTENT_DIGEST,
+        &DOCKER_DISTRIBUTION_API_VERSION,
+        &OCI_SUBJECT,
+        &http::header::WWW_AUTHENTICATE,
+        &http::header::LINK,
+        &http::header::LOCATION,
+    ]
+}
 
 pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
     let limit = proxy.state.limits.max_manifest_bytes;
@@ -37,7 +42,11 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         return respond::oci_error(session, ctx, &e).await;
     };
     // Admission sees the body before the upstream does; a refusal ends the push here.
-    let admitted = match super::admission::admit(proxy, ctx, &upstream, &body).await {
+    let admitted = {
+        let caller = proxy.caller(session, ctx, &upstream, &session.req_header().method);
+        super::admission::admit(proxy, ctx, &upstream, &caller, &body).await
+    };
+    let admitted = match admitted {
         Ok(a) => a,
         Err(e) => return respond::oci_error(session, ctx, &e).await,
     };
@@ -45,53 +54,41 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
     if let Some(e) = super::policy::push(proxy, ctx, &method, &body, admitted).await {
         return respond::oci_error(session, ctx, &e).await;
     }
-    let req = session.req_header();
-    let mut out = upstream
-        .http
-        .put(upstream.url(&fwd.path_and_query))
-        .header("X-Request-Id", ctx.request_id.header_value().clone())
-        .header(
-            "X-Forwarded-Proto",
-            if ctx.client_tls { "https" } else { "http" },
-        )
-        .body(body);
-    if let Some(ct) = req.headers.get(http::header::CONTENT_TYPE) {
-        out = out.header(http::header::CONTENT_TYPE, ct.clone());
-    }
-    if let Some(h) = &ctx.client_host {
-        out = out.header("X-Forwarded-Host", h.clone());
-    }
-    if let Some(ip) = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-    {
-        out = out.header("X-Forwarded-For", ip.to_string());
-    }
-    if let Some(a) = &ctx.upstream_authorization {
-        out = out.header(http::header::AUTHORIZATION, a.as_str());
-    } else if proxy.forwards_client_credentials(&upstream) {
-        if let Some(a) = req.headers.get(http::header::AUTHORIZATION) {
-            out = out.header(http::header::AUTHORIZATION, a.clone());
-        }
-    }
+    let forwards_client = proxy.forwards_client_credentials(&upstream);
     ctx.upstream_started = Some(std::time::Instant::now());
-    let answer = match out.send().await {
-        Ok(a) => a,
-        Err(e) => {
-            tracing::warn!(upstream = %upstream.name, error = %e, "manifest push to upstream failed");
-            let e = OciError::new(OciErrorCode::Unavailable, "upstream registry unavailable");
-            return respond::oci_error(session, ctx, &e).await;
+    let sent = {
+        let req = session.req_header();
+        let caller = proxy.caller(session, ctx, &upstream, &req.method);
+        let answer = upstream
+            .registry()
+            .manifest_put(
+                &caller,
+                &fwd.path_and_query,
+                req.headers.get(http::header::CONTENT_TYPE),
+                body,
+                MAX_UPSTREAM_ANSWER,
+            )
+            .await;
+        match answer {
+            // The proxy's account was refused even after a fresh token: say so, as
+            // the streamed path does (the upstream's challenge is not the client's).
+            Ok(a) if a.status == http::StatusCode::UNAUTHORIZED && !forwards_client => {
+                Err(RegistryError::Unauthorized {
+                    upstream: upstream.name.clone(),
+                })
+            }
+            other => other,
         }
     };
     ctx.upstream_elapsed = ctx.upstream_started.map(|s| s.elapsed());
-    let status = answer.status().as_u16();
-    if status == 401 {
-        if let Some(c) = &upstream.credentials {
-            c.forget().await;
+    let answer = match sent {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::warn!(upstream = %upstream.name, error = %e, "manifest push to upstream failed");
+            return respond::oci_error(session, ctx, &e.to_oci()).await;
         }
-    }
-    if answer.status().is_success() {
+    };
+    if answer.status.is_success() {
         if let (Some(cache), Some(key), Some(reference)) = (
             &proxy.state.cache,
             super::manifest_get::repo_key(ctx, &upstream),
@@ -101,9 +98,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         }
         super::catalog::after_put(proxy, ctx).await;
     }
-    let headers = answer.headers().clone();
-    let answer_body = read_limited(answer).await;
-    let mut resp = ResponseHeader::build(status, Some(8))?;
+    let mut resp = ResponseHeader::build(answer.status, Some(10))?;
     let public_base = ctx.public_base(proxy.state.public_url.as_deref());
     let rw = UrlRewrite {
         upstream: &upstream.base,
@@ -112,24 +107,23 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         upstream_name: fwd.matched.as_ref().map(|m| m.upstream_name.as_str()),
         client_name: ctx.repository(),
     };
-    for name in RELAYED {
-        if *name == "www-authenticate" && !proxy.forwards_client_credentials(&upstream) {
+    for name in relayed() {
+        if *name == http::header::WWW_AUTHENTICATE && !forwards_client {
             continue;
         }
-        for v in headers.get_all(*name) {
+        for v in answer.headers.get_all(name) {
             let Ok(s) = v.to_str() else { continue };
-            let value = match *name {
-                "location" => rw.location(s).unwrap_or_else(|| s.to_owned()),
-                "link" => rw.link(s),
-                _ => s.to_owned(),
+            let value = if *name == http::header::LOCATION {
+                rw.location(s).unwrap_or_else(|| s.to_owned())
+            } else if *name == http::header::LINK {
+                rw.link(s)
+            } else {
+                s.to_owned()
             };
-            resp.append_header(*name, value)?;
+            resp.append_header(name.clone(), value)?;
         }
     }
-    resp.insert_header("Content-Length", answer_body.len().to_string())?;
-    resp.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
-    ctx.answered_status = Some(status);
-    respond::write(session, resp, answer_body).await
+    respond::answer(session, ctx, resp, answer.body).await
 }
 
 /// Most bytes of an oversized body read and thrown away so that the client, still sending,
@@ -164,15 +158,4 @@ async fn read_body(
         return Ok(Err(too_big));
     }
     Ok(Ok(buf.freeze()))
-}
-
-async fn read_limited(mut answer: reqwest::Response) -> Bytes {
-    let mut buf = BytesMut::new();
-    while let Ok(Some(chunk)) = answer.chunk().await {
-        if buf.len() + chunk.len() > MAX_UPSTREAM_ANSWER {
-            break;
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    buf.freeze()
 }

@@ -24,12 +24,16 @@ use crate::auth::Authenticator;
 use crate::cache::ManifestCache;
 use crate::config::{Config, Limits};
 use crate::metrics::{Metrics, RequestRecord, UpstreamErrorKind};
-use crate::oci::path::{operation, PathError};
-use crate::oci::{OciError, OciErrorCode, OciRoute};
+use crate::oci::headers::DOCKER_CONTENT_DIGEST;
+use crate::oci::path::PathError;
+use crate::oci::{OciError, OciErrorCode, OciRoute, Operation};
 use crate::policy::PolicyService;
+use crate::upstream::credentials::{self, Scopes};
+use crate::upstream::deadline::HeaderDeadline;
 use crate::upstream::forward::{self, Forward, ForwardError};
+use crate::upstream::registry::{Auth, Caller};
 use crate::upstream::routing::{RouteError, Router};
-use crate::upstream::{credentials, Upstream};
+use crate::upstream::Upstream;
 use ctx::RequestCtx;
 
 /// Everything requests share, built once from the config.
@@ -49,6 +53,8 @@ pub struct ProxyState {
     pub public_url: Option<String>,
     pub limits: Limits,
     pub downstream_keepalive_secs: u64,
+    /// Longest wait for an upstream's response head once the request was sent.
+    pub upstream_header_timeout: std::time::Duration,
 }
 
 impl ProxyState {
@@ -91,6 +97,7 @@ impl ProxyState {
                 .map(|u| u.value.trim_end_matches('/').to_owned()),
             limits: config.limits.clone(),
             downstream_keepalive_secs: config.timeouts.downstream_keepalive.as_secs(),
+            upstream_header_timeout: config.timeouts.read,
         })
     }
 }
@@ -108,12 +115,13 @@ impl MargoProxy {
     ) -> std::result::Result<OciRoute, OciError> {
         let req = session.req_header();
         let parsed = OciRoute::parse(req.uri.path());
-        ctx.operation = operation(&parsed, &req.method);
+        ctx.operation = Operation::of(&parsed, &req.method);
         parsed.map_err(|e| path_error(e, &req.method))
     }
 
-    /// Routes the request to an upstream and gets the proxy's credentials for it.
-    async fn plan(
+    /// Routes the request to an upstream. Credentials come later, and only for what
+    /// really goes upstream: a cache hit must not wait for a token service.
+    fn plan(
         &self,
         session: &Session,
         ctx: &mut RequestCtx,
@@ -122,17 +130,71 @@ impl MargoProxy {
         let req = session.req_header();
         let fwd = forward::plan(&self.state.router, &route, req.uri.path(), req.uri.query())
             .map_err(forward_error)?;
-        let upstream = &self.state.upstreams[fwd.upstream];
-        if let Some(creds) = &upstream.credentials {
-            let scopes = upstream_scopes(&req.method, &fwd, matches!(route, OciRoute::Catalog));
-            ctx.upstream_authorization = creds.authorization(&scopes).await.map_err(|e| {
-                tracing::warn!(upstream = %upstream.name, error = %e, "upstream credentials failed");
-                OciError::new(OciErrorCode::Unavailable, format!("upstream `{}`: {e}", upstream.name))
-            })?;
-        }
         ctx.route = Some(route);
         ctx.forward = Some(fwd);
         Ok(())
+    }
+
+    /// The proxy's `Authorization` for a request about to be streamed upstream.
+    async fn authorize_upstream(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), OciError> {
+        let (Some(fwd), Some(upstream)) = (ctx.forward.as_ref(), self.upstream_of(ctx)) else {
+            return Ok(());
+        };
+        let Some(creds) = &upstream.credentials else {
+            return Ok(());
+        };
+        let catalog = matches!(ctx.route, Some(OciRoute::Catalog));
+        let scopes = upstream_scopes(&session.req_header().method, fwd, catalog);
+        ctx.upstream_authorization = creds.authorization(&scopes).await.map_err(|e| {
+            tracing::warn!(upstream = %upstream.name, error = %e, "upstream credentials failed");
+            OciError::new(
+                OciErrorCode::Unavailable,
+                format!("upstream `{}`: {e}", upstream.name),
+            )
+        })?;
+        Ok(())
+    }
+
+    /// On whose behalf the proxy's own upstream calls for this request are made:
+    /// borrowed parts only, so building it costs nothing until a call is sent.
+    /// `method` is the one the scopes are asked for (the request's, unless a call
+    /// needs another, like the read before a delete).
+    fn caller<'a>(
+        &self,
+        session: &'a Session,
+        ctx: &'a RequestCtx,
+        upstream: &Upstream,
+        method: &'a http::Method,
+    ) -> Caller<'a> {
+        let auth = if self.forwards_client_credentials(upstream) {
+            match session
+                .req_header()
+                .headers
+                .get(http::header::AUTHORIZATION)
+            {
+                Some(v) => Auth::Client(v),
+                None => Auth::Anonymous,
+            }
+        } else {
+            match &ctx.forward {
+                Some(fwd) => Auth::Account(Scopes::Request {
+                    method,
+                    repository: fwd.matched.as_ref().map(|m| m.upstream_name.as_str()),
+                    mount_from: fwd.mount_from.as_deref(),
+                    catalog: matches!(ctx.route, Some(OciRoute::Catalog)),
+                }),
+                None => Auth::Anonymous,
+            }
+        };
+        Caller {
+            request_id: Some(ctx.request_id.header_value()),
+            forwarded: Some(rewrite::forwarded(session, ctx)),
+            auth,
+        }
     }
 
     /// The client's own `Authorization` may go upstream only when the proxy neither
@@ -168,16 +230,22 @@ impl MargoProxy {
                 .unwrap_or_default()
                 .to_owned()
         };
-        let (content_type, digest) = (header("content-type"), header("docker-content-digest"));
+        let (content_type, digest) = (
+            header(http::header::CONTENT_TYPE.as_str()),
+            header(DOCKER_CONTENT_DIGEST.as_str()),
+        );
         let body = match manifest_get::body_for_policy(self, session, ctx, &digest).await {
             Ok(body) => body,
             Err(e) => {
-                tracing::warn!(error = %e, "pull policy: could not read the manifest passed through");
-                let err = OciError::new(
-                    OciErrorCode::Unavailable,
-                    format!("the pull policy could not inspect the manifest: {e}"),
-                )
-                .with_status(502);
+                tracing::warn!(error = ?e.errors.first().map(|e| &e.message),
+                    "pull policy: could not read the manifest passed through");
+                let mut err = e;
+                if let Some(first) = err.errors.first_mut() {
+                    first.message = format!(
+                        "the pull policy could not inspect the manifest: {}",
+                        first.message
+                    );
+                }
                 return replace_response(resp, ctx, &err);
             }
         };
@@ -187,11 +255,7 @@ impl MargoProxy {
         else {
             return Ok(());
         };
-        replace_response(resp, ctx, &err)?;
-        if let Some(rule) = &ctx.policy_denied_rule {
-            resp.insert_header(policy::DENIED_HEADER, rule.as_str())?;
-        }
-        Ok(())
+        replace_response(resp, ctx, &err)
     }
 
     fn upstream_of(&self, ctx: &RequestCtx) -> Option<&Arc<Upstream>> {
@@ -207,16 +271,16 @@ fn replace_response(resp: &mut ResponseHeader, ctx: &mut RequestCtx, err: &OciEr
     let body = err.body();
     resp.set_status(err.status)?;
     for h in [
-        "content-type",
-        "content-length",
-        "transfer-encoding",
-        "docker-content-digest",
-        "etag",
+        &http::header::CONTENT_TYPE,
+        &http::header::CONTENT_LENGTH,
+        &http::header::TRANSFER_ENCODING,
+        &DOCKER_CONTENT_DIGEST,
+        &http::header::ETAG,
     ] {
         resp.remove_header(h);
     }
-    resp.insert_header("Content-Type", "application/json")?;
-    resp.insert_header("Content-Length", body.len().to_string())?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     ctx.refusal = err.errors.first().map(|e| e.message.clone());
     ctx.body_replacement = Some(bytes::Bytes::from(body));
     Ok(())
@@ -308,7 +372,7 @@ impl ProxyHttp for MargoProxy {
             session
                 .req_header()
                 .headers
-                .get(&crate::cache::entry::REQUEST_ID_HEADER),
+                .get(&crate::oci::headers::X_REQUEST_ID),
         );
         ctx.client_tls = session
             .digest()
@@ -340,24 +404,28 @@ impl ProxyHttp for MargoProxy {
                 return Ok(true);
             }
         }
-        if let Err(e) = self.plan(session, ctx, route).await {
+        if let Err(e) = self.plan(session, ctx, route) {
             respond::oci_error(session, ctx, &e).await?;
             return Ok(true);
         }
-        if let Some(err) =
-            policy::before_proxying(self, ctx, &session.req_header().method.clone()).await
-        {
+        if let Some(err) = policy::before_proxying(self, session, ctx).await {
             respond::oci_error(session, ctx, &err).await?;
             return Ok(true);
         }
-        match ctx.operation {
-            "manifest_put" => {
-                manifest_put::handle(self, session, ctx).await?;
-                Ok(true)
-            }
-            "manifest_get" | "manifest_head" => manifest_get::try_serve(self, session, ctx).await,
-            _ => Ok(false),
+        let operation = ctx.operation;
+        if operation == Operation::ManifestPut {
+            manifest_put::handle(self, session, ctx).await?;
+            return Ok(true);
         }
+        if operation.is_manifest_read() && manifest_get::try_serve(self, session, ctx).await? {
+            return Ok(true);
+        }
+        // Going upstream through Pingora: now the proxy's credentials are needed.
+        if let Err(e) = self.authorize_upstream(session, ctx).await {
+            respond::oci_error(session, ctx, &e).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     async fn upstream_peer(
@@ -374,6 +442,39 @@ impl ProxyHttp for MargoProxy {
             .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e.to_string()))?;
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
+    }
+
+    /// Starts the response-head watchdog for this exchange (see [`HeaderDeadline`]).
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<()> {
+        #[cfg(unix)]
+        {
+            ctx.header_deadline = HeaderDeadline::watch(fd, self.state.upstream_header_timeout);
+        }
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Box<RequestCtx>,
+    ) -> Result<()> {
+        if end_of_stream {
+            if let Some(d) = &ctx.header_deadline {
+                d.request_sent();
+            }
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -409,6 +510,9 @@ impl ProxyHttp for MargoProxy {
         ctx: &mut Box<RequestCtx>,
     ) -> Result<()> {
         ctx.upstream_elapsed = ctx.upstream_started.map(|s| s.elapsed());
+        if let Some(d) = &ctx.header_deadline {
+            d.headers_arrived();
+        }
         let Some(upstream) = self.upstream_of(ctx).cloned() else {
             return Ok(());
         };
@@ -451,14 +555,14 @@ impl ProxyHttp for MargoProxy {
     ) -> Result<()> {
         if let Some(upstream) = self.upstream_of(ctx).cloned() {
             rewrite::response_urls(resp, ctx, &upstream, self.state.public_url.as_deref())?;
-            if ctx.operation == "manifest_delete" && resp.status.is_success() {
+            if ctx.operation == Operation::ManifestDelete && resp.status.is_success() {
                 self.invalidate_after_delete(ctx, &upstream).await;
                 catalog::after_delete(self, ctx);
             }
         }
         if self.state.policy.is_some()
             && ctx.cache_result.is_none()
-            && matches!(ctx.operation, "manifest_get" | "manifest_head")
+            && ctx.operation.is_manifest_read()
             && resp.status == http::StatusCode::OK
         {
             self.pull_policy_on_response(session, resp, ctx).await?;
@@ -471,8 +575,7 @@ impl ProxyHttp for MargoProxy {
             resp.remove_header(&http::header::CONTENT_LENGTH);
             ctx.body_rewrite = Some(bytes::BytesMut::new());
         }
-        resp.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
-        Ok(())
+        respond::stamp(resp, ctx)
     }
 
     fn response_body_filter(
@@ -500,7 +603,7 @@ impl ProxyHttp for MargoProxy {
             if end_of_stream {
                 let raw = std::mem::take(buf).freeze();
                 *body = Some(match (ctx.operation, ctx.forward.as_ref()) {
-                    ("catalog", Some(fwd)) => rewrite::catalog_body(raw, |name| {
+                    (Operation::Catalog, Some(fwd)) => rewrite::catalog_body(raw, |name| {
                         self.state.router.client_name(fwd.upstream, name)
                     }),
                     _ => rewrite::tags_body(raw, ctx.repository().unwrap_or_default()),
@@ -516,7 +619,15 @@ impl ProxyHttp for MargoProxy {
         e: &Error,
         ctx: &mut Box<RequestCtx>,
     ) -> FailToProxy {
+        let deadline = ctx.header_deadline.as_ref().filter(|d| d.fired());
         let (code, message) = match e.etype() {
+            _ if deadline.is_some() => (
+                504,
+                format!(
+                    "upstream sent no complete response head within {:?}",
+                    deadline.map(|d| d.limit()).unwrap_or_default()
+                ),
+            ),
             ErrorType::HTTPStatus(code) => (*code, "request refused".to_owned()),
             _ => match e.esource() {
                 pingora::ErrorSource::Upstream => (502, "upstream registry unavailable".to_owned()),
@@ -537,6 +648,9 @@ impl ProxyHttp for MargoProxy {
             }
         }
         if code > 0 {
+            // The connection is not reused (below): say so, or a keep-alive client
+            // sends its next request into a closing socket and gets a reset.
+            session.set_keepalive(None);
             let err = OciError::new(OciErrorCode::Unavailable, message).with_status(code);
             if let Err(write_err) = respond::oci_error(session, ctx, &err).await {
                 tracing::debug!(error = %write_err, "could not send error response");
@@ -562,7 +676,7 @@ impl ProxyHttp for MargoProxy {
             .and_then(|f| f.matched.as_ref())
             .map(|m| m.upstream_name.as_str());
         self.state.metrics.observe_request(&RequestRecord {
-            operation: ctx.operation,
+            operation: ctx.operation.as_str(),
             method: &session.req_header().method,
             status,
             duration,

@@ -3,19 +3,19 @@
 
 use std::sync::Arc;
 
+use pingora::proxy::Session;
+
 use super::admission::Admitted;
 use super::ctx::RequestCtx;
 use super::MargoProxy;
 use crate::config::RouteKind;
-use crate::oci::{OciError, OciErrorCode, OciRoute};
+use crate::oci::headers::DOCKER_CONTENT_DIGEST;
+use crate::oci::{OciError, OciErrorCode, OciRoute, Operation};
 use crate::policy::input::{
     BuiltinResult, ComponentInput, DeleteInput, DeleteTarget, Descriptor, Identity, PullInput,
     PushInput, Request, TagInput, INPUT_VERSION,
 };
 use crate::policy::{Decision, PolicyInput, PolicyService};
-
-/// Response header naming the denying rule, for HEAD answers (which have no body).
-pub const DENIED_HEADER: &str = "X-Margo-Policy-Denied";
 
 fn identity(ctx: &RequestCtx) -> Identity {
     match &ctx.principal {
@@ -146,18 +146,7 @@ pub async fn pull(
 ) -> Option<OciError> {
     let service = proxy.state.policy.clone()?;
     let manifest: Option<serde_json::Value> = serde_json::from_slice(body).ok();
-    let field = |k: &str| manifest.as_ref().and_then(|m| m.get(k));
-    let descriptor = Descriptor {
-        media_type: content_type.to_owned(),
-        artifact_type: field("artifactType")
-            .and_then(|v| v.as_str())
-            .map(str::to_owned),
-        annotations: field("annotations")
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default(),
-        digest: digest.to_owned(),
-        size: body.len() as u64,
-    };
+    let descriptor = descriptor(content_type, digest, body);
     let input = PolicyInput::Pull(PullInput {
         version: INPUT_VERSION,
         request: request(ctx, method),
@@ -172,34 +161,139 @@ pub async fn pull(
     answer(proxy, ctx, &decision)
 }
 
-/// Deletes and tag listings, decided before anything goes upstream.
+/// Largest tags-list page read for a tag policy.
+const MAX_TAGS_PAGE: u64 = 4 << 20;
+
+/// Method the read before a delete asks its token scope for.
+static READ: http::Method = http::Method::GET;
+
+/// Deletes and tag listings, decided before anything goes upstream. Their inputs are
+/// read from the upstream first (the page of tags the client asked for; the manifest
+/// being deleted): a policy on them must see what the documentation promises, and a
+/// read that fails denies (the upstream would most likely fail the request anyway).
 pub async fn before_proxying(
     proxy: &MargoProxy,
+    session: &Session,
     ctx: &mut RequestCtx,
-    method: &http::Method,
 ) -> Option<OciError> {
     let service = proxy.state.policy.clone()?;
+    let method = session.req_header().method.clone();
     let input = match (&ctx.route, ctx.operation) {
-        (Some(OciRoute::Manifest { .. }), "manifest_delete")
-        | (Some(OciRoute::Blob { .. }), "blob_delete") => PolicyInput::Delete(DeleteInput {
+        (Some(OciRoute::Manifest { .. }), Operation::ManifestDelete) => {
+            let descriptor = match deleted_manifest(proxy, session, ctx).await {
+                Ok(d) => d,
+                Err(e) => return Some(e),
+            };
+            PolicyInput::Delete(DeleteInput {
+                version: INPUT_VERSION,
+                request: request(ctx, &method),
+                identity: identity(ctx),
+                target: DeleteTarget::Manifest,
+                descriptor,
+            })
+        }
+        (Some(OciRoute::Blob { .. }), Operation::BlobDelete) => PolicyInput::Delete(DeleteInput {
             version: INPUT_VERSION,
-            request: request(ctx, method),
+            request: request(ctx, &method),
             identity: identity(ctx),
-            target: if ctx.operation == "blob_delete" {
-                DeleteTarget::Blob
-            } else {
-                DeleteTarget::Manifest
-            },
+            target: DeleteTarget::Blob,
             descriptor: None,
         }),
-        (Some(OciRoute::TagsList { .. }), _) => PolicyInput::Tag(TagInput {
-            version: INPUT_VERSION,
-            request: request(ctx, method),
-            identity: identity(ctx),
-            tags: Vec::new(),
-        }),
+        (Some(OciRoute::TagsList { .. }), _) => {
+            let tags = match listed_tags(proxy, session, ctx).await {
+                Ok(t) => t,
+                Err(e) => return Some(e),
+            };
+            PolicyInput::Tag(TagInput {
+                version: INPUT_VERSION,
+                request: request(ctx, &method),
+                identity: identity(ctx),
+                tags,
+            })
+        }
         _ => return None,
     };
     let decision = evaluate(&service, input).await;
     answer(proxy, ctx, &decision)
+}
+
+/// The page of tags the client's request names, as the upstream answers it (empty
+/// when the repository is unknown: the pass-through then answers the upstream's 404).
+async fn listed_tags(
+    proxy: &MargoProxy,
+    session: &Session,
+    ctx: &RequestCtx,
+) -> Result<Vec<String>, OciError> {
+    let (Some(upstream), Some(fwd)) = (proxy.upstream_of(ctx), ctx.forward.as_ref()) else {
+        return Ok(Vec::new());
+    };
+    let caller = proxy.caller(session, ctx, upstream, &session.req_header().method);
+    match upstream
+        .registry()
+        .tags_page(&caller, &fwd.path_and_query, MAX_TAGS_PAGE)
+        .await
+    {
+        Ok(page) => Ok(page.map(|(tags, _)| tags).unwrap_or_default()),
+        Err(e) => Err(e.to_oci()),
+    }
+}
+
+/// The descriptor of the manifest a delete names (`None` when the upstream does not
+/// have it: the pass-through then answers the upstream's 404).
+async fn deleted_manifest(
+    proxy: &MargoProxy,
+    session: &Session,
+    ctx: &RequestCtx,
+) -> Result<Option<Descriptor>, OciError> {
+    let (Some(upstream), Some(matched), Some(reference)) = (
+        proxy.upstream_of(ctx),
+        ctx.forward.as_ref().and_then(|f| f.matched.as_ref()),
+        ctx.reference(),
+    ) else {
+        return Ok(None);
+    };
+    let caller = proxy.caller(session, ctx, upstream, &READ);
+    let max = proxy.state.limits.max_manifest_bytes;
+    let manifest = upstream
+        .registry()
+        .manifest_get(&caller, matched.upstream_name.as_str(), &reference, max)
+        .await
+        .map_err(|e| e.to_oci())?;
+    let Some(m) = manifest else {
+        return Ok(None);
+    };
+    let header = |n: &http::HeaderName| {
+        m.headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let digest = header(&DOCKER_CONTENT_DIGEST)
+        .filter(|d| {
+            d.parse::<crate::oci::Digest>()
+                .is_ok_and(|d| d.verifies(&m.body))
+        })
+        .unwrap_or_else(|| crate::oci::Digest::sha256_of(&m.body).to_string());
+    Ok(Some(descriptor(
+        &header(&http::header::CONTENT_TYPE).unwrap_or_default(),
+        &digest,
+        &m.body,
+    )))
+}
+
+/// A manifest's descriptor as policies see it.
+fn descriptor(content_type: &str, digest: &str, body: &[u8]) -> Descriptor {
+    let manifest: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let field = |k: &str| manifest.as_ref().and_then(|m| m.get(k));
+    Descriptor {
+        media_type: content_type.to_owned(),
+        artifact_type: field("artifactType")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
+        annotations: field("annotations")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default(),
+        digest: digest.to_owned(),
+        size: body.len() as u64,
+    }
 }

@@ -1,4 +1,6 @@
-//! Writing the proxy's own answers (errors and re-issued upstream responses) to a client.
+//! The proxy's own answers (errors, re-issued upstream responses, token and auth
+//! answers) go out through [`answer`], which stamps the headers every answer carries;
+//! answers the proxy streams from the upstream get the same in `response_filter`.
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
@@ -6,29 +8,49 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use super::ctx::RequestCtx;
+use crate::oci::headers::{
+    API_VERSION_VALUE, DOCKER_DISTRIBUTION_API_VERSION, X_MARGO_POLICY_DENIED, X_REQUEST_ID,
+};
 use crate::oci::OciError;
-
-pub const API_VERSION: (&str, &str) = ("Docker-Distribution-Api-Version", "registry/2.0");
 
 /// Sends an OCI error body (headers only for HEAD, which must not have a body).
 pub async fn oci_error(session: &mut Session, ctx: &mut RequestCtx, err: &OciError) -> Result<()> {
     let body = err.body();
-    let mut resp = ResponseHeader::build(err.status, Some(4))?;
-    resp.insert_header("Content-Type", "application/json")?;
-    resp.insert_header("Content-Length", body.len().to_string())?;
-    resp.insert_header(API_VERSION.0, API_VERSION.1)?;
-    resp.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
-    if let Some(rule) = &ctx.policy_denied_rule {
-        resp.insert_header("X-Margo-Policy-Denied", rule.as_str())?;
-    }
+    let mut resp = ResponseHeader::build(err.status, Some(5))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     if let Some(first) = err.errors.first() {
         ctx.refusal = Some(first.message.clone());
     }
-    ctx.answered_status = Some(err.status);
-    write(session, resp, Bytes::from(body)).await
+    answer(session, ctx, resp, Bytes::from(body)).await
 }
 
-/// Sends a complete response; the body is dropped for HEAD.
+/// Sends a complete answer of the proxy's own: `Content-Length` from `body`, the
+/// request id, the registry API version, the denying policy rule if any; records the
+/// status for the access log.
+pub async fn answer(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut resp: ResponseHeader,
+    body: Bytes,
+) -> Result<()> {
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    stamp(&mut resp, ctx)?;
+    resp.insert_header(&DOCKER_DISTRIBUTION_API_VERSION, API_VERSION_VALUE)?;
+    ctx.answered_status = Some(resp.status.as_u16());
+    write(session, resp, body).await
+}
+
+/// The headers every answer carries, also those streamed from the upstream.
+pub fn stamp(resp: &mut ResponseHeader, ctx: &RequestCtx) -> Result<()> {
+    resp.insert_header(&X_REQUEST_ID, ctx.request_id.header_value().clone())?;
+    if let Some(rule) = &ctx.policy_denied_rule {
+        resp.insert_header(&X_MARGO_POLICY_DENIED, rule.as_str())?;
+    }
+    Ok(())
+}
+
+/// Sends a head built complete (a cache hit's, stamped when it was built) and its
+/// body; the body is dropped for HEAD.
 pub async fn write(session: &mut Session, resp: ResponseHeader, body: Bytes) -> Result<()> {
     let head = session.req_header().method == http::Method::HEAD;
     let end = head || body.is_empty();

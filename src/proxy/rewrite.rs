@@ -5,40 +5,37 @@ use pingora::proxy::Session;
 use pingora::Result;
 
 use super::ctx::RequestCtx;
+use crate::oci::headers::{X_FORWARDED_FOR, X_REQUEST_ID};
+use crate::oci::Operation;
+use crate::upstream::forwarded::Forwarded;
 use crate::upstream::location::UrlRewrite;
 use crate::upstream::Upstream;
 
 /// `X-Forwarded-For/Proto/Host` and the request id, so upstream logs and URL building know
-/// who really asked.
+/// who really asked. The same values as the proxy's own calls send ([`forwarded`]).
 pub fn forwarded_headers(
     session: &Session,
     req: &mut RequestHeader,
     ctx: &RequestCtx,
 ) -> Result<()> {
-    if let Some(ip) = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
-    {
-        let xff = match req
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-        {
-            Some(prev) if !prev.is_empty() => format!("{prev}, {ip}"),
-            _ => ip.to_string(),
-        };
-        req.insert_header("X-Forwarded-For", xff)?;
+    for (name, value) in forwarded(session, ctx).headers() {
+        req.insert_header(name, value)?;
     }
-    req.insert_header(
-        "X-Forwarded-Proto",
-        if ctx.client_tls { "https" } else { "http" },
-    )?;
-    if let Some(h) = &ctx.client_host {
-        req.insert_header("X-Forwarded-Host", h.clone())?;
-    }
-    req.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
+    req.insert_header(&X_REQUEST_ID, ctx.request_id.header_value().clone())?;
     Ok(())
+}
+
+/// The client side of this request, as the upstream is told about it.
+pub fn forwarded<'a>(session: &'a Session, ctx: &'a RequestCtx) -> Forwarded<'a> {
+    Forwarded {
+        previous_for: session.req_header().headers.get(&X_FORWARDED_FOR),
+        client_ip: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+        tls: ctx.client_tls,
+        host: ctx.client_host.as_ref(),
+    }
 }
 
 /// Points `Location` and `Link` back at the proxy under the client's repository name.
@@ -93,7 +90,7 @@ pub const MAX_REWRITTEN_BODY: usize = 16 << 20;
 
 /// A successful tags list of a repository whose name the route rewrites.
 pub fn wants_tags_body_rewrite(ctx: &RequestCtx, resp: &ResponseHeader) -> bool {
-    ctx.operation == "tags_list"
+    ctx.operation == Operation::TagsList
         && resp.status == http::StatusCode::OK
         && ctx
             .forward
@@ -104,7 +101,7 @@ pub fn wants_tags_body_rewrite(ctx: &RequestCtx, resp: &ResponseHeader) -> bool 
 
 /// A successful catalog: its names are the upstream's, clients need theirs.
 pub fn wants_catalog_body_rewrite(ctx: &RequestCtx, resp: &ResponseHeader) -> bool {
-    ctx.operation == "catalog" && resp.status == http::StatusCode::OK
+    ctx.operation == Operation::Catalog && resp.status == http::StatusCode::OK
 }
 
 /// Lists each repository under the name clients reach it by (`client_name`), drops the ones

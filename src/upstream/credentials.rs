@@ -85,7 +85,7 @@ impl UpstreamCredentials {
         )
     }
 
-    /// Learns how the upstream wants to be authenticated (once; again after `forget`).
+    /// Learns how the upstream wants to be authenticated (once, or from a 401's challenge).
     async fn challenge(&self) -> Result<Challenge, CredentialError> {
         if let Some(c) = self.challenge.read().await.clone() {
             return Ok(c);
@@ -110,26 +110,26 @@ impl UpstreamCredentials {
         Ok(c)
     }
 
-    /// Drops what was learnt, e.g. after the upstream answered 401 despite our header.
-    pub async fn forget(&self) {
-        *self.challenge.write().await = None;
-        self.tokens.invalidate_all();
-    }
-
     /// The upstream answered 401 to a request sent with our header for `scopes`.
-    /// `insufficient_scope` says only that this account may not do this: drop that
-    /// one token (the upstream may grant more later), keep the others. Anything else
-    /// means our token or challenge knowledge is stale: relearn everything.
+    /// Only that scope's token is dropped: other scopes' tokens are still good (had
+    /// they gone stale too, their own 401s drop them). `insufficient_scope` says only
+    /// that this account may not do this (the upstream may grant more later). Any
+    /// other refusal may mean the upstream changed how it authenticates: its new
+    /// challenge, when it sent one we can answer, replaces the one learnt.
     pub async fn rejected(&self, scopes: &[String], www_authenticate: Option<&str>) {
+        let learnt = self.challenge.read().await.clone();
+        if let Some(Challenge::Bearer { service, .. }) = &learnt {
+            self.tokens
+                .invalidate(&token_key(service.as_deref(), scopes))
+                .await;
+        }
         if www_authenticate.is_some_and(is_insufficient_scope) {
-            if let Some(Challenge::Bearer { service, .. }) = self.challenge.read().await.clone() {
-                self.tokens
-                    .invalidate(&token_key(service.as_deref(), scopes))
-                    .await;
-            }
             return;
         }
-        self.forget().await;
+        let fresh = www_authenticate.and_then(challenge::parse);
+        if fresh.is_some() && fresh != learnt {
+            *self.challenge.write().await = fresh;
+        }
     }
 
     /// The header value to send upstream for a request needing `scopes`
@@ -222,6 +222,34 @@ fn is_insufficient_scope(www_authenticate: &str) -> bool {
         .to_ascii_lowercase()
         .replace(' ', "")
         .contains("error=\"insufficient_scope\"")
+}
+
+/// The token scopes a call needs, kept as borrowed parts until a token is really asked
+/// for: building them costs allocations a cache hit must not pay.
+#[derive(Debug, Clone)]
+pub enum Scopes<'a> {
+    Listed(Vec<String>),
+    /// What [`scopes_for`] makes of a client request.
+    Request {
+        method: &'a http::Method,
+        repository: Option<&'a str>,
+        mount_from: Option<&'a str>,
+        catalog: bool,
+    },
+}
+
+impl Scopes<'_> {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Scopes::Listed(v) => v.clone(),
+            Scopes::Request {
+                method,
+                repository,
+                mount_from,
+                catalog,
+            } => scopes_for(method, *repository, *mount_from, *catalog),
+        }
+    }
 }
 
 pub fn scopes_for(

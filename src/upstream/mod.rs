@@ -3,8 +3,11 @@
 
 pub mod challenge;
 pub mod credentials;
+pub mod deadline;
 pub mod forward;
+pub mod forwarded;
 pub mod location;
+pub mod registry;
 pub mod routing;
 pub mod tls;
 pub mod url;
