@@ -1,25 +1,29 @@
 //! Where the catalog reads packages from: the upstream registries, in the names clients
 //! use. A trait so the index and crawl logic are tested without a network, and so the
 //! implementation can move onto the shared upstream registry client without touching
-//! them.
+//! them. Every request goes through the shared upstream registry client
+//! ([`crate::upstream::registry`]).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::config::RouteKind;
 use crate::margo::manifest::ManifestOptions;
 use crate::oci::{Digest, RepoName};
+use crate::upstream::registry::{Caller, RegistryError, Request};
 use crate::upstream::routing::Router;
 use crate::upstream::{credentials, Upstream};
 
-/// Most pages of `_catalog` or `tags/list` followed in one listing.
+/// Most pages of `_catalog` followed in one listing.
 const MAX_PAGES: usize = 1000;
 /// Largest listing page read.
 const MAX_LISTING_BYTES: usize = 4 << 20;
 /// Largest manifest read.
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+/// Most tags read per repository.
+const MAX_TAGS: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SourceError {
@@ -79,72 +83,55 @@ impl UpstreamSource {
         Ok((upstream, m.upstream_name.as_str().to_owned()))
     }
 
-    async fn get(
-        &self,
-        upstream: &Upstream,
-        path_and_query: &str,
-        scope_repo: Option<&str>,
-        accept: Option<&str>,
-    ) -> Result<reqwest::Response, SourceError> {
-        let mut req = upstream.http.get(upstream.url(path_and_query));
-        if let Some(a) = accept {
-            req = req.header(http::header::ACCEPT, a);
-        }
-        if let Some(creds) = &upstream.credentials {
-            let scopes =
-                credentials::scopes_for(&http::Method::GET, scope_repo, None, scope_repo.is_none());
-            if let Some(a) = creds
-                .authorization(&scopes)
-                .await
-                .map_err(|e| SourceError::Upstream(e.to_string()))?
-            {
-                req = req.header(http::header::AUTHORIZATION, a);
-            }
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| SourceError::Upstream(e.to_string()))?;
-        match resp.status().as_u16() {
-            200..=299 | 307 | 302 => Ok(resp),
-            404 => Err(SourceError::NotFound),
-            s => Err(SourceError::Upstream(format!(
-                "status {s} for {path_and_query}"
-            ))),
-        }
+    /// The proxy's own account for reading `repo` (or the catalog when `None`).
+    fn caller(repo: Option<&str>) -> Caller<'static> {
+        Caller::proxy(credentials::scopes_for(
+            &http::Method::GET,
+            repo,
+            None,
+            repo.is_none(),
+        ))
     }
 
-    /// Follows `Link: <…>; rel="next"` pages of a listing, collecting `field`.
-    async fn listing(
-        &self,
-        upstream: &Upstream,
-        first: String,
-        scope_repo: Option<&str>,
-        field: &str,
-    ) -> Result<Vec<String>, SourceError> {
+    /// Follows `Link: <…>; rel="next"` pages of `_catalog`, collecting the names.
+    async fn catalog(&self, upstream: &Upstream) -> Result<Vec<String>, SourceError> {
         let mut out = Vec::new();
-        let mut next = Some(first);
+        let mut next = Some("/v2/_catalog?n=1000".to_owned());
         let mut pages = 0;
+        let caller = Self::caller(None);
         while let Some(path) = next.take() {
             pages += 1;
             if pages > MAX_PAGES {
                 break;
             }
-            let resp = self.get(upstream, &path, scope_repo, None).await?;
+            let req = Request::new(http::Method::GET, path).max_body(MAX_LISTING_BYTES as u64);
+            let resp = upstream
+                .registry()
+                .send(&caller, req)
+                .await
+                .map_err(upstream_error)?;
+            match resp.status.as_u16() {
+                200 => {}
+                404 => return Ok(out),
+                s => return Err(SourceError::Upstream(format!("_catalog: status {s}"))),
+            }
             next = resp
-                .headers()
+                .headers
                 .get(http::header::LINK)
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link);
-            let body = read_capped(resp, MAX_LISTING_BYTES as u64, "listing").await?;
-            let v: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|e| SourceError::Upstream(format!("listing: {e}")))?;
-            if let Some(items) = v.get(field).and_then(|x| x.as_array()) {
+            let v: serde_json::Value = serde_json::from_slice(&resp.body)
+                .map_err(|e| SourceError::Upstream(format!("_catalog: {e}")))?;
+            if let Some(items) = v.get("repositories").and_then(|x| x.as_array()) {
                 out.extend(items.iter().filter_map(|i| i.as_str().map(str::to_owned)));
             }
         }
         Ok(out)
     }
+}
+
+fn upstream_error(e: RegistryError) -> SourceError {
+    SourceError::Upstream(e.to_string())
 }
 
 /// The path of a `rel="next"` link (absolute URLs are reduced to path and query).
@@ -161,37 +148,12 @@ pub fn next_link(header: &str) -> Option<String> {
     })
 }
 
-async fn read_capped(
-    mut resp: reqwest::Response,
-    max: u64,
-    what: &'static str,
-) -> Result<Bytes, SourceError> {
-    if resp.content_length().is_some_and(|l| l > max) {
-        return Err(SourceError::TooLarge { what, limit: max });
-    }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| SourceError::Upstream(e.to_string()))?
-    {
-        if (buf.len() + chunk.len()) as u64 > max {
-            return Err(SourceError::TooLarge { what, limit: max });
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
 #[async_trait]
 impl PackageSource for UpstreamSource {
     async fn repositories(&self) -> Result<Vec<String>, SourceError> {
         let mut out = Vec::new();
         for (i, upstream) in self.upstreams.iter().enumerate() {
-            let names = self
-                .listing(upstream, "/v2/_catalog?n=1000".into(), None, "repositories")
-                .await?;
-            for n in names {
+            for n in self.catalog(upstream).await? {
                 if let Some(client) = self.router.client_name(i, &n) {
                     if self.resolve(&client).is_ok() {
                         out.push(client);
@@ -206,62 +168,42 @@ impl PackageSource for UpstreamSource {
 
     async fn tags(&self, repo: &str) -> Result<Vec<String>, SourceError> {
         let (upstream, name) = self.resolve(repo)?;
-        self.listing(
-            &upstream,
-            format!("/v2/{name}/tags/list?n=1000"),
-            Some(&name),
-            "tags",
-        )
-        .await
+        upstream
+            .registry()
+            .tags_list(&Self::caller(Some(&name)), &name, MAX_TAGS)
+            .await
+            .map_err(upstream_error)?
+            .ok_or(SourceError::NotFound)
     }
 
     async fn manifest(&self, repo: &str, reference: &str) -> Result<FetchedManifest, SourceError> {
         let (upstream, name) = self.resolve(repo)?;
-        let resp = self
-            .get(
-                &upstream,
-                &format!("/v2/{name}/manifests/{reference}"),
-                Some(&name),
-                Some("application/vnd.oci.image.manifest.v1+json"),
+        let m = upstream
+            .registry()
+            .manifest_get(
+                &Self::caller(Some(&name)),
+                &name,
+                reference,
+                MAX_MANIFEST_BYTES,
             )
-            .await?;
-        let bytes = read_capped(resp, MAX_MANIFEST_BYTES, "manifest").await?;
-        let digest = Digest::sha256_of(&bytes);
-        Ok(FetchedManifest { bytes, digest })
+            .await
+            .map_err(upstream_error)?
+            .ok_or(SourceError::NotFound)?;
+        let digest = Digest::sha256_of(&m.body);
+        Ok(FetchedManifest {
+            bytes: m.body,
+            digest,
+        })
     }
 
     async fn blob(&self, repo: &str, digest: &Digest, max: u64) -> Result<Bytes, SourceError> {
         let (upstream, name) = self.resolve(repo)?;
-        let mut resp = self
-            .get(
-                &upstream,
-                &format!("/v2/{name}/blobs/{digest}"),
-                Some(&name),
-                None,
-            )
-            .await?;
-        if resp.status().is_redirection() {
-            // Object storage behind the registry: follow once, without our credentials.
-            let to = resp
-                .headers()
-                .get(http::header::LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-                .ok_or_else(|| SourceError::Upstream("redirect without Location".into()))?;
-            resp = upstream
-                .http
-                .get(to)
-                .send()
-                .await
-                .map_err(|e| SourceError::Upstream(e.to_string()))?;
-        }
-        let bytes = read_capped(resp, max, "blob").await?;
-        if !digest.verifies(&bytes) {
-            return Err(SourceError::Upstream(format!(
-                "blob {digest} does not match its digest"
-            )));
-        }
-        Ok(bytes)
+        upstream
+            .registry()
+            .blob_bytes(&Self::caller(Some(&name)), &name, digest, max)
+            .await
+            .map_err(upstream_error)?
+            .ok_or(SourceError::NotFound)
     }
 
     fn app_options(&self, repo: &str) -> Option<ManifestOptions> {
