@@ -9,6 +9,7 @@
 //! - [`policy`]: security teams' Rego policies (regorus), audit or enforce;
 //! - [`proxy`]: the Pingora `ProxyHttp` glue that ties it together per request;
 //! - [`auth`]: bearer tokens from an external auth service, per-repository access;
+//! - [`catalog`]: the application catalog (JSON API, web pages, configuration check);
 //! - [`cache`]: the in-memory manifest cache (moka) that spares the upstream;
 //! - [`metrics`]: Prometheus metric families, rendered on the admin listener;
 //! - [`admin`]: health, readiness and metrics on their own listener;
@@ -20,6 +21,7 @@ pub mod admin;
 pub mod auth;
 pub mod bus;
 pub mod cache;
+pub mod catalog;
 pub mod config;
 pub mod downstream;
 pub mod logging;

@@ -57,6 +57,21 @@ enum Command {
         #[arg(long, value_name = "ADDR", requires = "upstream")]
         admin: Option<String>,
     },
+    /// Pack a package directory (`margo.yaml` + the resources it names) and push it
+    /// as a Margo Application Package: `margo-proxy push examples/packages/line-monitor
+    /// 127.0.0.1:8080/apps/northwind/line-monitor:1.4.0`. Exit 1 when refused.
+    Push {
+        /// The package directory: `margo.yaml` and the resource files it names.
+        dir: PathBuf,
+        /// Where to push: `HOST[:PORT]/REPOSITORY:TAG`.
+        reference: String,
+        /// Use http:// (default for 127.0.0.1 and localhost).
+        #[arg(long)]
+        plain_http: bool,
+        /// Bearer token (else the MARGO_TOKEN environment variable).
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// Check a config file as `serve` would, print every error as file:line:column.
     CheckConfig {
         /// YAML config file (`-`: standard input).
@@ -254,6 +269,41 @@ fn main() -> ExitCode {
             };
             print!("{}", render(&outcome, format));
             ExitCode::from(u8::try_from(outcome.exit_code()).unwrap_or(2))
+        }
+        Command::Push {
+            dir,
+            reference,
+            plain_http,
+            token,
+        } => {
+            let local = reference.starts_with("127.0.0.1") || reference.starts_with("localhost");
+            let token = token.or_else(|| std::env::var("MARGO_TOKEN").ok());
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let pushed = rt.block_on(margo_proxy::catalog::push::push(
+                &dir,
+                &reference,
+                plain_http || local,
+                token.as_deref(),
+            ));
+            match pushed {
+                Ok(digest) => {
+                    println!("pushed {reference} ({digest})");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("push refused: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::CheckConfig { file } => check_config(file),
         Command::Completions { shell } => {

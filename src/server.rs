@@ -58,6 +58,11 @@ pub fn build(config: &Config) -> Result<Built, ServeError> {
         None => None,
     };
     crate::signals::spawn_reloader(state.policy.clone()).map_err(ServeError::Setup)?;
+    if let Some(catalog) = &state.catalog {
+        catalog
+            .spawn_crawler()
+            .map_err(|e| ServeError::Setup(format!("catalog crawler: {e}")))?;
+    }
     let upstreams = state.upstreams.clone();
     let metrics_state = state.clone();
     let drain = std::sync::Arc::new(Drain::default());

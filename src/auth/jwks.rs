@@ -276,6 +276,11 @@ impl JwksCache {
 
     /// Force a fetch now (startup warm-up, tests). Ignores the cool-down.
     pub async fn refresh_now(&self) -> Result<Arc<KeySet>, TokenError> {
+        // Static keys have nothing to fetch: "refreshing" them would replace them with
+        // an empty set (the start-up warm-up did, and every token became unknown-kid).
+        if matches!(self.source, Source::Static) {
+            return Ok(self.snapshot());
+        }
         let mut st = self.refresh.lock().await;
         self.fetch_locked(&mut st).await
     }

@@ -103,6 +103,9 @@ pub struct Config {
     /// Upstream registries' push/delete notifications on the admin listener.
     #[serde(default)]
     pub events: Option<crate::bus::EventsConfig>,
+    /// The application catalog (`/margo/v1/applications`, `/catalog/`). Off by default.
+    #[serde(default)]
+    pub catalog: crate::catalog::CatalogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -101,6 +101,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
             };
             proxy.state.coherence.announce(inv).await;
         }
+        super::catalog::after_put(proxy, ctx).await;
     }
     let mut resp = ResponseHeader::build(answer.status, Some(10))?;
     let public_base = ctx.public_base(proxy.state.public_url.as_deref());

@@ -3,6 +3,7 @@
 
 mod access;
 mod admission;
+mod catalog;
 pub mod ctx;
 mod downstream;
 mod manifest_get;
@@ -47,6 +48,8 @@ pub struct ProxyState {
     pub auth: Option<Arc<Authenticator>>,
     /// `None` when the config has no `policy:` section.
     pub policy: Option<Arc<PolicyService>>,
+    /// `None` when `catalog.enabled` is false.
+    pub catalog: Option<Arc<crate::catalog::Catalog>>,
     pub router: Router,
     pub public_url: Option<String>,
     pub limits: Limits,
@@ -90,9 +93,11 @@ impl ProxyState {
             )),
             None => None,
         };
+        let catalog = crate::catalog::from_config(config, &upstreams)?;
         let state = ProxyState {
             coherence,
             policy,
+            catalog,
             upstreams,
             cache,
             cache_max_manifest: config.cache.max_manifest_bytes,
@@ -404,6 +409,9 @@ impl ProxyHttp for MargoProxy {
         if access::token_endpoint(self, session, ctx).await? {
             return Ok(true);
         }
+        if catalog::serve(self, session, ctx).await? {
+            return Ok(true);
+        }
         let route = match self.parse(session, ctx) {
             Ok(r) => r,
             Err(e) => {
@@ -569,6 +577,7 @@ impl ProxyHttp for MargoProxy {
             rewrite::response_urls(resp, ctx, &upstream, self.state.public_url.as_deref())?;
             if ctx.operation == Operation::ManifestDelete && resp.status.is_success() {
                 self.invalidate_after_delete(ctx, &upstream).await;
+                catalog::after_delete(self, ctx);
             }
         }
         if self.state.policy.is_some()
