@@ -22,6 +22,7 @@
 //! [`ManifestCache::on_manifest_delete`] after the upstream accepted them.
 
 pub mod accept;
+pub mod blob;
 pub mod config;
 pub mod digest;
 pub mod entry;
