@@ -29,7 +29,8 @@ pub struct RequestCtx {
     pub upstream_elapsed: Option<std::time::Duration>,
     /// Response body held back to be rewritten (tags list of a renamed repository).
     pub body_rewrite: Option<bytes::BytesMut>,
-    /// `hit`, `miss` or `stale` when the manifest cache answered.
+    /// `hit`, `miss` or `stale` when the manifest cache answered; `memory` or `disk`
+    /// when the blob cache did.
     pub cache_result: Option<&'static str>,
     /// Who is asking, once the auth layer has decided (absent when auth is off).
     pub principal: Option<std::sync::Arc<crate::auth::Principal>>,
@@ -37,6 +38,12 @@ pub struct RequestCtx {
     pub policy_denied_rule: Option<String>,
     /// A body that replaces the upstream's (a policy denial after the headers came).
     pub body_replacement: Option<bytes::Bytes>,
+    /// A blob GET/HEAD the blob cache learns from (see `proxy::blob`).
+    pub blob: Option<super::blob::BlobRequest>,
+    /// This request leads the fill of its blob until its answer is known.
+    pub blob_lead: Option<crate::cache::blob::LeadGuard>,
+    /// The fill being teed from this response's body.
+    pub blob_fill: Option<crate::cache::blob::Fill>,
 }
 
 impl RequestCtx {
@@ -59,6 +66,9 @@ impl RequestCtx {
             principal: None,
             policy_denied_rule: None,
             body_replacement: None,
+            blob: None,
+            blob_lead: None,
+            blob_fill: None,
         }
     }
 

@@ -170,6 +170,7 @@ pub async fn try_serve(
     let result = if stale {
         "stale"
     } else if fetched.load(Ordering::Relaxed) {
+        super::blob::link_manifest(proxy, ctx, manifest.body());
         "miss"
     } else {
         "hit"

@@ -54,7 +54,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
             "X-Forwarded-Proto",
             if ctx.client_tls { "https" } else { "http" },
         )
-        .body(body);
+        .body(body.clone());
     if let Some(ct) = req.headers.get(http::header::CONTENT_TYPE) {
         out = out.header(http::header::CONTENT_TYPE, ct.clone());
     }
@@ -99,6 +99,9 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         ) {
             cache.on_manifest_put(&key, &reference).await;
         }
+    }
+    if answer.status().is_success() {
+        super::blob::link_manifest(proxy, ctx, &body);
     }
     let headers = answer.headers().clone();
     let answer_body = read_limited(answer).await;

@@ -3,6 +3,7 @@
 
 mod access;
 mod admission;
+pub mod blob;
 pub mod ctx;
 mod manifest_get;
 mod manifest_put;
@@ -36,6 +37,8 @@ pub struct ProxyState {
     pub upstreams: Vec<Arc<Upstream>>,
     /// `None` when `cache.enabled` is false.
     pub cache: Option<Arc<ManifestCache>>,
+    /// `None` when `cache.enabled` is false or `cache.blobs` has no tier.
+    pub blobs: Option<Arc<crate::cache::blob::BlobCache>>,
     pub cache_max_manifest: u64,
     pub metrics: Arc<Metrics>,
     /// `None` when the config has no `auth:` section: clients are not authenticated.
@@ -59,6 +62,12 @@ impl ProxyState {
         let cache = ManifestCache::from_config(&config.cache)
             .map_err(|e| e.to_string())?
             .map(Arc::new);
+        let blobs = match config.cache.enabled {
+            true => crate::cache::blob::BlobCache::from_config(&config.cache.blobs)
+                .map_err(|e| e.to_string())?
+                .map(Arc::new),
+            false => None,
+        };
         let metrics = Metrics::new(&config.metrics).map_err(|e| e.to_string())?;
         let auth = match &config.auth {
             Some(a) => Some(Arc::new(
@@ -76,6 +85,7 @@ impl ProxyState {
             policy,
             upstreams,
             cache,
+            blobs,
             cache_max_manifest: config.cache.max_manifest_bytes,
             metrics: Arc::new(metrics),
             auth,
@@ -348,6 +358,7 @@ impl ProxyHttp for MargoProxy {
                 Ok(true)
             }
             "manifest_get" | "manifest_head" => manifest_get::try_serve(self, session, ctx).await,
+            "blob_get" | "blob_head" => blob::try_serve(self, session, ctx).await,
             _ => Ok(false),
         }
     }
@@ -446,7 +457,11 @@ impl ProxyHttp for MargoProxy {
             if ctx.operation == "manifest_delete" && resp.status.is_success() {
                 self.invalidate_after_delete(ctx, &upstream).await;
             }
+            if ctx.operation == "blob_delete" && resp.status.is_success() {
+                blob::on_delete(self, session, ctx);
+            }
         }
+        blob::on_response(ctx, resp);
         if self.state.policy.is_some()
             && ctx.cache_result.is_none()
             && matches!(ctx.operation, "manifest_get" | "manifest_head")
@@ -478,6 +493,7 @@ impl ProxyHttp for MargoProxy {
             *body = end_of_stream.then(|| replacement.clone());
             return Ok(None);
         }
+        blob::on_body(ctx, body, end_of_stream)?;
         if let Some(buf) = ctx.body_rewrite.as_mut() {
             if let Some(chunk) = body.take() {
                 if buf.len() + chunk.len() > rewrite::MAX_REWRITTEN_BODY {
@@ -527,7 +543,9 @@ impl ProxyHttp for MargoProxy {
                     .upstream_error(&u.name, upstream_error_kind(e));
             }
         }
-        if code > 0 {
+        // Once the head went out (a blob fill refused the body mid-way), an error
+        // answer would land inside the body: the connection is closed instead.
+        if code > 0 && session.response_written().is_none() {
             let err = OciError::new(OciErrorCode::Unavailable, message).with_status(code);
             if let Err(write_err) = respond::oci_error(session, ctx, &err).await {
                 tracing::debug!(error = %write_err, "could not send error response");
