@@ -68,6 +68,7 @@ pub fn build(config: &Config) -> Result<Server, ServeError> {
                 upstreams,
                 metrics: Some(metrics_state.metrics.clone()),
                 cache: metrics_state.cache.clone(),
+                blobs: metrics_state.blobs.clone(),
                 auth: metrics_state.auth.clone(),
             }),
         );

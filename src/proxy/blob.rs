@@ -87,11 +87,11 @@ pub async fn try_serve(
             .headers
             .contains_key(http::header::RANGE);
     let mut followed = false;
-    let linked = req
-        .cache
-        .links()
-        .linked(&req.upstream, &req.repository, &req.key);
     loop {
+        let linked = req
+            .cache
+            .links()
+            .linked(&req.upstream, &req.repository, &req.key);
         let cached = req.cache.get(&req.key);
         match (linked, cached) {
             (true, Some(c)) => {
@@ -180,7 +180,8 @@ async fn serve(
         RangeAnswer::Unsatisfiable => (0, 0),
         RangeAnswer::Whole => (0, head.len),
     };
-    let resp: ResponseHeader = head.response(answer, ctx.request_id.header_value())?;
+    let resp: ResponseHeader =
+        head.response(answer, cached.tier(), ctx.request_id.header_value())?;
     ctx.cache_result = Some(cached.tier());
     ctx.answered_status = Some(resp.status.as_u16());
     let body_len = if session.req_header().method == http::Method::HEAD {
@@ -248,7 +249,9 @@ pub fn on_response(ctx: &mut RequestCtx, resp: &ResponseHeader) {
     };
     match BlobHead::from_upstream(&req.digest, &resp.headers) {
         Ok(head) => ctx.blob_fill = req.cache.fill(lead, req.digest.clone(), head),
-        Err(e) => tracing::debug!(digest = %req.key, error = %e, "blob cache: answer not cacheable"),
+        Err(e) => {
+            tracing::debug!(digest = %req.key, error = %e, "blob cache: answer not cacheable")
+        }
     }
 }
 

@@ -76,10 +76,12 @@ impl BlobHead {
         })
     }
 
-    /// The head to answer with (`200`, `206` or `416`), with `X-Margo-Cache: hit`.
+    /// The head to answer with (`200`, `206` or `416`), with `X-Margo-Cache: hit` and
+    /// `X-Margo-Cache-Tier` (`memory` or `disk`).
     pub fn response(
         &self,
         range: RangeAnswer,
+        tier: &'static str,
         request_id: &HeaderValue,
     ) -> pingora::Result<ResponseHeader> {
         let (status, length) = match range {
@@ -112,6 +114,7 @@ impl BlobHead {
             crate::proxy::respond::API_VERSION.1,
         )?;
         resp.insert_header("X-Margo-Cache", "hit")?;
+        resp.insert_header("X-Margo-Cache-Tier", tier)?;
         resp.insert_header(&REQUEST_ID_HEADER, request_id.clone())?;
         Ok(resp)
     }
@@ -146,7 +149,11 @@ mod tests {
         assert_eq!(head.content_type, "application/vnd.margo.app.icon.v1+png");
         assert_eq!(head.len, 5);
         let r = head
-            .response(RangeAnswer::Whole, &HeaderValue::from_static("id"))
+            .response(
+                RangeAnswer::Whole,
+                "memory",
+                &HeaderValue::from_static("id"),
+            )
             .expect("head");
         assert_eq!(r.status, 200);
         assert_eq!(r.headers["content-length"], "5");
@@ -165,7 +172,11 @@ mod tests {
         assert_eq!(r.headers["content-length"], "2");
         assert_eq!(r.headers["content-range"], "bytes 1-2/5");
         let r = head
-            .response(RangeAnswer::Unsatisfiable, &HeaderValue::from_static("id"))
+            .response(
+                RangeAnswer::Unsatisfiable,
+                "memory",
+                &HeaderValue::from_static("id"),
+            )
             .expect("head");
         assert_eq!(r.status, 416);
         assert_eq!(r.headers["content-range"], "bytes */5");
