@@ -26,7 +26,7 @@ fn proxy_with(upstream: &str, blobs: &str) -> Proxy {
 /// Deterministic bytes that differ per seed.
 fn bytes(seed: u8, len: usize) -> Vec<u8> {
     (0..len)
-        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[(i % 4) as usize] ^ seed)
+        .map(|i| (i as u32).wrapping_mul(2654435761).to_le_bytes()[i % 4] ^ seed)
         .collect()
 }
 

@@ -69,6 +69,7 @@ impl Default for CacheConfig {
 impl CacheConfig {
     /// Checks the relations between fields that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.blobs.validate()?;
         if self.max_manifest_bytes == 0 {
             return Err(ConfigError::ZeroMaxManifestBytes);
         }

@@ -165,6 +165,7 @@ mod tests {
         let r = head
             .response(
                 RangeAnswer::Partial { start: 1, end: 2 },
+                "memory",
                 &HeaderValue::from_static("id"),
             )
             .expect("head");
