@@ -270,13 +270,22 @@ pub fn on_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end: bool) -> Res
     })
 }
 
-/// A blob DELETE the upstream accepted: the repository no longer holds it.
-pub fn on_delete(proxy: &MargoProxy, session: &Session, ctx: &RequestCtx) {
-    if let Some(req) = blob_request(proxy, session, ctx) {
-        req.cache
-            .links()
-            .unlink(&req.upstream, &req.repository, &req.key);
-    }
+/// A blob DELETE the upstream accepted: the repository no longer holds it, whoever
+/// deleted it (also a client with its own upstream credentials).
+pub fn on_delete(proxy: &MargoProxy, ctx: &RequestCtx) {
+    let (Some(cache), Some(upstream), Some(OciRoute::Blob { digest, .. }), Some(matched)) = (
+        proxy.state.blobs.as_ref(),
+        proxy.upstream_of(ctx),
+        ctx.route.as_ref(),
+        ctx.forward.as_ref().and_then(|f| f.matched.as_ref()),
+    ) else {
+        return;
+    };
+    cache.links().unlink(
+        &upstream.name,
+        matched.upstream_name.as_str(),
+        &digest.to_string(),
+    );
 }
 
 /// A manifest the upstream served or accepted in a repository links its blobs there.

@@ -458,7 +458,7 @@ impl ProxyHttp for MargoProxy {
                 self.invalidate_after_delete(ctx, &upstream).await;
             }
             if ctx.operation == "blob_delete" && resp.status.is_success() {
-                blob::on_delete(self, session, ctx);
+                blob::on_delete(self, ctx);
             }
         }
         blob::on_response(ctx, resp);
