@@ -17,6 +17,7 @@ pub struct AdminApp {
     /// `None` answers 404 on `/metrics`.
     pub metrics: Option<Arc<Metrics>>,
     pub cache: Option<Arc<ManifestCache>>,
+    pub blobs: Option<Arc<crate::cache::blob::BlobCache>>,
     pub auth: Option<Arc<crate::auth::Authenticator>>,
     pub coherence: Arc<crate::bus::Coherence>,
     /// The bearer token upstream notifications must carry; `None`: no event endpoints.
@@ -70,6 +71,9 @@ impl ServeHttp for AdminApp {
                     if let Some(cache) = &self.cache {
                         cache.run_pending_tasks().await;
                         metrics.sync_cache(&cache.stats());
+                    }
+                    if let Some(blobs) = &self.blobs {
+                        metrics.sync_blobs(&blobs.stats());
                     }
                     let body = match metrics.encode() {
                         Ok(b) => b,

@@ -46,9 +46,10 @@ pub fn init(cfg: &LogConfig) {
         std::env::var_os("NO_COLOR"),
         std::io::stderr().is_terminal(),
     );
+    let (writer, guard) = sink();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi);
     let result = match cfg.format {
         LogFormat::Json => builder
@@ -58,7 +59,37 @@ pub fn init(cfg: &LogConfig) {
         LogFormat::Text => builder.try_init(),
     };
     // A second init (tests start several proxies in one process) keeps the first one.
-    let _ = result;
+    if result.is_ok() {
+        let _ = SINK_GUARD.set(guard);
+    }
+}
+
+/// Keeps the log writer thread for the life of the process (Pingora ends it with
+/// `exit`, so nothing would drop a guard held on the stack anyway).
+static SINK_GUARD: std::sync::OnceLock<tracing_appender::non_blocking::WorkerGuard> =
+    std::sync::OnceLock::new();
+
+/// Lines queued for the writer thread before request threads wait for it.
+const QUEUED_LINES: usize = 64 * 1024;
+
+/// stderr behind a writer thread: a request thread only formats its line and queues
+/// it, never waits for a `write(2)` (a blocking write per line, on a stderr lock every
+/// worker shares, was most of what the access log cost). The thread writes through a
+/// buffer and flushes whenever the queue runs dry, so lines still appear at once when
+/// the proxy is not busy, and in few large writes when it is. Not lossy: a full queue
+/// holds requests back rather than drop their lines.
+fn sink() -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(QUEUED_LINES)
+        .thread_name("margo-log")
+        .finish(std::io::BufWriter::with_capacity(
+            64 * 1024,
+            std::io::stderr(),
+        ))
 }
 
 /// One JSON object per event: `timestamp`, `level`, `target`, the fields of the

@@ -118,6 +118,7 @@ pub fn build(config: &Config) -> Result<Built, ServeError> {
                 upstreams,
                 metrics: Some(metrics_state.metrics.clone()),
                 cache: metrics_state.cache.clone(),
+                blobs: metrics_state.blobs.clone(),
                 auth: metrics_state.auth.clone(),
                 coherence: metrics_state.coherence.clone(),
                 events_token,

@@ -37,6 +37,11 @@ impl Counter {
         self.shards[index()].0.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Adds `n` in the current thread's shard.
+    pub fn add(&self, n: u64) {
+        self.shards[index()].0.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// The sum over all shards.
     pub fn get(&self) -> u64 {
         self.shards

@@ -403,10 +403,14 @@ fn logs_on_a_pipe_are_plain_and_json_lists_are_json() {
     }
     drop(proxy);
 
+    // A reachable upstream: the tag policy sees the upstream's tags (an unreachable
+    // one is answered 502 before any policy runs: deny when unsure).
+    let reg = Registry::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let policies = policy_dir(dir.path());
     let proxy = Proxy::start(&format!(
-        "listeners:\n  - address: \"{{listen}}\"\nadmin:\n  address: \"{{admin}}\"\nupstreams:\n  - name: main\n    url: http://127.0.0.1:1\nlog:\n  format: json\npolicy:\n  directories: [\"{}\"]\n",
+        "listeners:\n  - address: \"{{listen}}\"\nadmin:\n  address: \"{{admin}}\"\nupstreams:\n  - name: main\n    url: {}\nlog:\n  format: json\npolicy:\n  directories: [\"{}\"]\n",
+        reg.url(),
         policies.display()
     ));
     let r = http()

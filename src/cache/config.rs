@@ -48,6 +48,8 @@ pub struct CacheConfig {
     /// Manifests larger than this are served but never cached.
     #[serde(deserialize_with = "crate::config::size::deserialize")]
     pub max_manifest_bytes: u64,
+    /// The blob cache (`cache.blobs`), on whenever `enabled` is.
+    pub blobs: super::blob::BlobCacheConfig,
 }
 
 impl Default for CacheConfig {
@@ -59,6 +61,7 @@ impl Default for CacheConfig {
             stale_grace: DEFAULT_STALE_GRACE,
             negative_ttl: Duration::ZERO,
             max_manifest_bytes: DEFAULT_MAX_MANIFEST_BYTES,
+            blobs: super::blob::BlobCacheConfig::default(),
         }
     }
 }
@@ -66,6 +69,7 @@ impl Default for CacheConfig {
 impl CacheConfig {
     /// Checks the relations between fields that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.blobs.validate()?;
         if self.max_manifest_bytes == 0 {
             return Err(ConfigError::ZeroMaxManifestBytes);
         }

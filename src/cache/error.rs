@@ -20,6 +20,9 @@ pub enum ConfigError {
         /// Largest accepted value.
         limit: u64,
     },
+    /// `cache.blobs` cannot work.
+    #[error(transparent)]
+    Blobs(#[from] super::blob::BlobConfigError),
     /// A cache that cannot hold even one maximal manifest is a misconfiguration.
     #[error("cache.max_bytes ({max_bytes}) is smaller than cache.max_manifest_bytes ({max_manifest_bytes})")]
     CapacityBelowManifestLimit {

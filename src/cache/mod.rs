@@ -22,6 +22,7 @@
 //! [`ManifestCache::on_manifest_delete`] after the upstream accepted them.
 
 pub mod accept;
+pub mod blob;
 pub mod config;
 pub mod entry;
 pub mod error;
@@ -73,6 +74,10 @@ pub enum CacheResult {
     Miss,
     /// A stale tag mapping served because the upstream is unreachable.
     Stale,
+    /// A blob served from the blob cache's memory tier.
+    BlobMemory,
+    /// A blob served from the blob cache's disk tier.
+    BlobDisk,
 }
 
 impl CacheResult {
@@ -81,6 +86,8 @@ impl CacheResult {
             CacheResult::Hit => "hit",
             CacheResult::Miss => "miss",
             CacheResult::Stale => "stale",
+            CacheResult::BlobMemory => "memory",
+            CacheResult::BlobDisk => "disk",
         }
     }
 }

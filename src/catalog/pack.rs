@@ -11,10 +11,10 @@ use std::path::Path;
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::oci::digest::EMPTY_JSON_DIGEST;
 use crate::margo::manifest::package::{ARTIFACT_TYPE, DESCRIPTION_MEDIA_TYPE};
 use crate::margo::resources::{normalize_relative, ResourceKind, ResourceRefs};
 use crate::margo::yaml::{self, YamlLimits};
+use crate::oci::digest::EMPTY_JSON_DIGEST;
 use crate::oci::Digest;
 
 /// Largest file packed.

@@ -11,6 +11,7 @@
 //! as a class (`2xx`...`5xx`) for anything else, so a misbehaving upstream
 //! cannot create hundreds of series.
 
+mod blob;
 pub mod dashboard;
 mod local;
 
@@ -312,6 +313,7 @@ pub struct Metrics {
     cache_entries: IntGauge,
     cache_bytes: IntGauge,
     cache_sync: Mutex<()>,
+    blob: blob::BlobMetrics,
 
     upstream_errors: IntCounterVec,
     upstream_up: IntGaugeVec,
@@ -452,6 +454,7 @@ impl Metrics {
                 "Bytes held by the manifest cache, as weighed for its budget.",
             )?,
             cache_sync: Mutex::new(()),
+            blob: blob::BlobMetrics::new(&mut b)?,
             upstream_errors: b.counter(
                 "upstream_errors_total",
                 "Failed upstream requests by upstream (config name) and kind.",
@@ -714,6 +717,12 @@ impl Metrics {
             .set(i64::try_from(stats.entries).unwrap_or(i64::MAX));
         self.cache_bytes
             .set(i64::try_from(stats.weighted_bytes).unwrap_or(i64::MAX));
+    }
+
+    /// Copies the blob cache's counters in (same monotonic scheme as the manifest cache's).
+    pub fn sync_blobs(&self, stats: &crate::cache::blob::BlobStats) {
+        let _guard = self.cache_sync.lock().unwrap_or_else(|p| p.into_inner());
+        self.blob.sync(stats);
     }
 
     /// Copies the authenticator's counters in (same monotonic scheme as the cache's).

@@ -31,7 +31,7 @@ pub struct RequestCtx {
     pub upstream_elapsed: Option<std::time::Duration>,
     /// Response body held back to be rewritten (tags list of a renamed repository).
     pub body_rewrite: Option<bytes::BytesMut>,
-    /// How the manifest cache answered, when it did.
+    /// How the manifest cache or the blob cache answered, when one did.
     pub cache_result: Option<CacheResult>,
     /// Who is asking, once the auth layer has decided (absent when auth is off).
     pub principal: Option<std::sync::Arc<crate::auth::Principal>>,
@@ -41,6 +41,12 @@ pub struct RequestCtx {
     pub body_replacement: Option<bytes::Bytes>,
     /// The streamed upstream exchange's response-head deadline (see [`HeaderDeadline`]).
     pub header_deadline: Option<HeaderDeadline>,
+    /// A blob GET/HEAD the blob cache learns from (see `proxy::blob`).
+    pub blob: Option<super::blob::BlobRequest>,
+    /// This request leads the fill of its blob until its answer is known.
+    pub blob_lead: Option<crate::cache::blob::LeadGuard>,
+    /// The fill being teed from this response's body.
+    pub blob_fill: Option<crate::cache::blob::Fill>,
 }
 
 impl RequestCtx {
@@ -64,6 +70,9 @@ impl RequestCtx {
             policy_denied_rule: None,
             body_replacement: None,
             header_deadline: None,
+            blob: None,
+            blob_lead: None,
+            blob_fill: None,
         }
     }
 

@@ -15,6 +15,7 @@ use crate::cache::{
     negotiate, CacheResult, CachedManifest, FetchError, Fetched, ManifestCache, Negotiation,
     RepoKey, ResolveError, TagProbe, TagSource,
 };
+use crate::metrics::UpstreamErrorKind;
 use crate::oci::{OciError, OciErrorCode, OciRoute, Reference};
 use crate::upstream::registry::{Caller, Registry, RegistryError};
 use crate::upstream::Upstream;
@@ -35,6 +36,9 @@ enum NotServed {
     /// Answer this error: proxying could only fail the same way, once more (an
     /// upstream that timed out would time out again, doubling the client's wait).
     Answer(OciError, Option<CacheResult>),
+    /// The upstream failed the side call: answer this error, and count the failure
+    /// as the streamed path's `fail_to_proxy` does.
+    Failed(OciError, UpstreamErrorKind),
 }
 
 /// What the cache should make of a failed side call.
@@ -43,11 +47,15 @@ fn side_call_failed(e: &RegistryError) -> NotServed {
         RegistryError::Status { .. }
         | RegistryError::TooLarge { .. }
         | RegistryError::Invalid { .. } => NotServed::Proxy,
-        RegistryError::Timeout { .. }
-        | RegistryError::Unreachable { .. }
-        | RegistryError::Credentials { .. }
+        RegistryError::Timeout { .. } => NotServed::Failed(e.to_oci(), UpstreamErrorKind::Timeout),
+        RegistryError::Unreachable { .. } => {
+            NotServed::Failed(e.to_oci(), UpstreamErrorKind::Connect)
+        }
+        RegistryError::Credentials { .. }
         | RegistryError::Unauthorized { .. }
-        | RegistryError::DigestMismatch { .. } => NotServed::Answer(e.to_oci(), None),
+        | RegistryError::DigestMismatch { .. } => {
+            NotServed::Failed(e.to_oci(), UpstreamErrorKind::Other)
+        }
     }
 }
 
@@ -103,10 +111,21 @@ pub async fn try_serve(
         lookup(cache, upstream.registry(), &caller, &key, &reference, max).await
     };
     match outcome {
-        Ok((manifest, result)) => answer(proxy, session, ctx, &manifest, result).await,
+        Ok((manifest, result)) => {
+            if result == CacheResult::Miss {
+                // The blobs a freshly fetched manifest lists are in this repository.
+                super::blob::link_manifest(proxy, ctx, manifest.body());
+            }
+            answer(proxy, session, ctx, &manifest, result).await
+        }
         Err(NotServed::Proxy) => Ok(false),
         Err(NotServed::Answer(e, result)) => {
             ctx.cache_result = result;
+            respond::oci_error(session, ctx, &e).await?;
+            Ok(true)
+        }
+        Err(NotServed::Failed(e, kind)) => {
+            proxy.state.metrics.upstream_error(&upstream.name, kind);
             respond::oci_error(session, ctx, &e).await?;
             Ok(true)
         }

@@ -66,7 +66,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
                 &caller,
                 &fwd.path_and_query,
                 req.headers.get(http::header::CONTENT_TYPE),
-                body,
+                body.clone(),
                 MAX_UPSTREAM_ANSWER,
             )
             .await;
@@ -102,6 +102,9 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
             proxy.state.coherence.announce(inv).await;
         }
         super::catalog::after_put(proxy, ctx).await;
+    }
+    if answer.status.is_success() {
+        super::blob::link_manifest(proxy, ctx, &body);
     }
     let mut resp = ResponseHeader::build(answer.status, Some(10))?;
     let public_base = ctx.public_base(proxy.state.public_url.as_deref());

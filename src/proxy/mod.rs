@@ -3,6 +3,7 @@
 
 mod access;
 mod admission;
+pub mod blob;
 mod catalog;
 pub mod ctx;
 mod downstream;
@@ -42,6 +43,8 @@ pub struct ProxyState {
     pub upstreams: Vec<Arc<Upstream>>,
     /// `None` when `cache.enabled` is false.
     pub cache: Option<Arc<ManifestCache>>,
+    /// `None` when `cache.enabled` is false or `cache.blobs` has no tier.
+    pub blobs: Option<Arc<crate::cache::blob::BlobCache>>,
     pub cache_max_manifest: u64,
     pub metrics: Arc<Metrics>,
     /// `None` when the config has no `auth:` section: clients are not authenticated.
@@ -74,6 +77,12 @@ impl ProxyState {
         let cache = ManifestCache::from_config(&config.cache)
             .map_err(|e| e.to_string())?
             .map(Arc::new);
+        let blobs = match config.cache.enabled {
+            true => crate::cache::blob::BlobCache::from_config(&config.cache.blobs)
+                .map_err(|e| e.to_string())?
+                .map(Arc::new),
+            false => None,
+        };
         let metrics = Metrics::new(&config.metrics).map_err(|e| e.to_string())?;
         let (coherence, bus_worker) = crate::bus::Coherence::new(
             cache.clone(),
@@ -100,6 +109,7 @@ impl ProxyState {
             catalog,
             upstreams,
             cache,
+            blobs,
             cache_max_manifest: config.cache.max_manifest_bytes,
             metrics: Arc::new(metrics),
             auth,
@@ -440,6 +450,11 @@ impl ProxyHttp for MargoProxy {
         if operation.is_manifest_read() && manifest_get::try_serve(self, session, ctx).await? {
             return Ok(true);
         }
+        if matches!(operation, Operation::BlobGet | Operation::BlobHead)
+            && blob::try_serve(self, session, ctx).await?
+        {
+            return Ok(true);
+        }
         // Going upstream through Pingora: now the proxy's credentials are needed.
         if let Err(e) = self.authorize_upstream(session, ctx).await {
             respond::oci_error(session, ctx, &e).await?;
@@ -579,7 +594,11 @@ impl ProxyHttp for MargoProxy {
                 self.invalidate_after_delete(ctx, &upstream).await;
                 catalog::after_delete(self, ctx);
             }
+            if ctx.operation == Operation::BlobDelete && resp.status.is_success() {
+                blob::on_delete(self, ctx);
+            }
         }
+        blob::on_response(ctx, resp);
         if self.state.policy.is_some()
             && ctx.cache_result.is_none()
             && ctx.operation.is_manifest_read()
@@ -610,6 +629,7 @@ impl ProxyHttp for MargoProxy {
             *body = end_of_stream.then(|| replacement.clone());
             return Ok(None);
         }
+        blob::on_body(ctx, body, end_of_stream)?;
         if let Some(buf) = ctx.body_rewrite.as_mut() {
             if let Some(chunk) = body.take() {
                 if buf.len() + chunk.len() > rewrite::MAX_REWRITTEN_BODY {
