@@ -75,6 +75,9 @@ pub struct Config {
     /// Rego admission policies. Absent: no policies are evaluated.
     #[serde(default)]
     pub policy: Option<crate::policy::PolicyConfig>,
+    /// Signature-required pulls. Absent: nothing is checked.
+    #[serde(default)]
+    pub trust: Option<crate::trust::TrustConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
