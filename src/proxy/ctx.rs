@@ -37,6 +37,10 @@ pub struct RequestCtx {
     pub policy_denied_rule: Option<String>,
     /// A body that replaces the upstream's (a policy denial after the headers came).
     pub body_replacement: Option<bytes::Bytes>,
+    /// The subject of a referrer being deleted (its index drops it after the delete).
+    pub referrer_subject: Option<crate::oci::Digest>,
+    /// What the trust policy found for the manifest pulled (for the pull policy).
+    pub trust_verdict: Option<std::sync::Arc<crate::trust::Verdict>>,
 }
 
 impl RequestCtx {
@@ -59,6 +63,8 @@ impl RequestCtx {
             principal: None,
             policy_denied_rule: None,
             body_replacement: None,
+            referrer_subject: None,
+            trust_verdict: None,
         }
     }
 

@@ -46,6 +46,12 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         return respond::oci_error(session, ctx, &e).await;
     }
     let req = session.req_header();
+    let content_type = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let mut out = upstream
         .http
         .put(upstream.url(&fwd.path_and_query))
@@ -54,7 +60,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
             "X-Forwarded-Proto",
             if ctx.client_tls { "https" } else { "http" },
         )
-        .body(body);
+        .body(body.clone());
     if let Some(ct) = req.headers.get(http::header::CONTENT_TYPE) {
         out = out.header(http::header::CONTENT_TYPE, ct.clone());
     }
@@ -102,6 +108,12 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
     }
     let headers = answer.headers().clone();
     let answer_body = read_limited(answer).await;
+    let oci_subject = match answer_status_ok(status) {
+        true if !headers.contains_key("oci-subject") => {
+            super::referrers::after_push(proxy, session, ctx, &body, &content_type).await
+        }
+        _ => None,
+    };
     let mut resp = ResponseHeader::build(status, Some(8))?;
     let public_base = ctx.public_base(proxy.state.public_url.as_deref());
     let rw = UrlRewrite {
@@ -125,10 +137,17 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
             resp.append_header(*name, value)?;
         }
     }
+    if let Some(subject) = oci_subject {
+        resp.insert_header("OCI-Subject", subject)?;
+    }
     resp.insert_header("Content-Length", answer_body.len().to_string())?;
     resp.insert_header("X-Request-Id", ctx.request_id.header_value().clone())?;
     ctx.answered_status = Some(status);
     respond::write(session, resp, answer_body).await
+}
+
+fn answer_status_ok(status: u16) -> bool {
+    (200..300).contains(&status)
 }
 
 /// Most bytes of an oversized body read and thrown away so that the client, still sending,

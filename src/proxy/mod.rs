@@ -7,8 +7,10 @@ pub mod ctx;
 mod manifest_get;
 mod manifest_put;
 mod policy;
+mod referrers;
 pub mod respond;
 mod rewrite;
+mod trust;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +45,10 @@ pub struct ProxyState {
     /// `None` when the config has no `policy:` section.
     pub policy: Option<Arc<PolicyService>>,
     pub router: Router,
+    /// Referrers API on every upstream (native or emulated).
+    pub referrers: Arc<crate::referrers::ReferrerService>,
+    /// `None` when the config has no `trust:` section.
+    pub trust: Option<Arc<crate::trust::TrustService>>,
     pub public_url: Option<String>,
     pub limits: Limits,
     pub downstream_keepalive_secs: u64,
@@ -72,8 +78,22 @@ impl ProxyState {
             )),
             None => None,
         };
+        let trust = match &config.trust {
+            Some(t) => Some(Arc::new(
+                crate::trust::TrustService::from_config(t, metrics.registry())
+                    .map_err(|e| format!("trust: {e}"))?,
+            )),
+            None => None,
+        };
+        let referrers = Arc::new(crate::referrers::ReferrerService::new(
+            upstreams.len(),
+            config.cache.tag_ttl,
+            config.cache.enabled,
+        ));
         Ok(ProxyState {
             policy,
+            referrers,
+            trust,
             upstreams,
             cache,
             cache_max_manifest: config.cache.max_manifest_bytes,
@@ -176,6 +196,9 @@ impl MargoProxy {
                 return replace_response(resp, ctx, &err);
             }
         };
+        if let Some(err) = trust::check_pull(self, session, ctx, &digest, &body).await {
+            return replace_response(resp, ctx, &err);
+        }
         let method = session.req_header().method.clone();
         let Some(err) =
             policy::pull(self, ctx, &method, &content_type, &digest, &body, false).await
@@ -348,6 +371,11 @@ impl ProxyHttp for MargoProxy {
                 Ok(true)
             }
             "manifest_get" | "manifest_head" => manifest_get::try_serve(self, session, ctx).await,
+            "referrers" => referrers::serve(self, session, ctx).await,
+            "manifest_delete" => {
+                ctx.referrer_subject = referrers::before_delete(self, session, ctx).await;
+                Ok(false)
+            }
             _ => Ok(false),
         }
     }
@@ -445,9 +473,12 @@ impl ProxyHttp for MargoProxy {
             rewrite::response_urls(resp, ctx, &upstream, self.state.public_url.as_deref())?;
             if ctx.operation == "manifest_delete" && resp.status.is_success() {
                 self.invalidate_after_delete(ctx, &upstream).await;
+                if let Some(subject) = ctx.referrer_subject.clone() {
+                    referrers::after_delete(self, session, ctx, &subject).await;
+                }
             }
         }
-        if self.state.policy.is_some()
+        if (self.state.policy.is_some() || trust::applies(self, ctx))
             && ctx.cache_result.is_none()
             && matches!(ctx.operation, "manifest_get" | "manifest_head")
             && resp.status == http::StatusCode::OK

@@ -92,14 +92,10 @@ pub fn response_urls(
 pub const MAX_REWRITTEN_BODY: usize = 16 << 20;
 
 /// A successful tags list of a repository whose name the route rewrites.
+/// Always: besides renamed repositories, every list loses the referrers-schema tags
+/// (`sha256-<hex>`), the proxy's bookkeeping now that it answers the referrers API.
 pub fn wants_tags_body_rewrite(ctx: &RequestCtx, resp: &ResponseHeader) -> bool {
-    ctx.operation == "tags_list"
-        && resp.status == http::StatusCode::OK
-        && ctx
-            .forward
-            .as_ref()
-            .and_then(|f| f.matched.as_ref())
-            .is_some_and(|m| Some(m.upstream_name.as_str()) != ctx.repository())
+    ctx.operation == "tags_list" && resp.status == http::StatusCode::OK
 }
 
 /// A successful catalog: its names are the upstream's, clients need theirs.
@@ -141,6 +137,9 @@ pub fn tags_body(raw: bytes::Bytes, client_name: &str) -> bytes::Bytes {
     match v.get_mut("name") {
         Some(name) => *name = serde_json::Value::String(client_name.to_owned()),
         None => return raw,
+    }
+    if let Some(tags) = v.get_mut("tags").and_then(|t| t.as_array_mut()) {
+        tags.retain(|t| !t.as_str().is_some_and(crate::referrers::is_fallback_tag));
     }
     serde_json::to_vec(&v)
         .map(bytes::Bytes::from)
