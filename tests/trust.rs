@@ -539,3 +539,43 @@ fn audit_mode_logs_and_counts_but_serves() {
         "audit decision logged"
     );
 }
+
+#[test]
+fn rego_pull_policies_see_input_signatures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let k = keys(dir.path());
+    let registry = Registry::start();
+    let rego_dir = dir.path().join("rego");
+    std::fs::create_dir_all(&rego_dir).expect("mkdir");
+    std::fs::write(
+        rego_dir.join("two.rego"),
+        r#"package margo.admission.two_signers
+decision_points := {"pull"}
+signed_by(id) if { some s in input.signatures; s.verified; s.identity == id }
+deny contains "needs the CI signature too" if {
+  count(input.signatures) > 0
+  not signed_by("ci-ed25519")
+}
+"#,
+    )
+    .expect("write rego");
+    let config = format!(
+        "{}policy:\n  directories: [\"{}\"]\n",
+        proxy_config(&registry.url(), &k, "enforce"),
+        rego_dir.display()
+    );
+    let proxy = Proxy::start(&config);
+    let c = http();
+    let (direct, base) = (registry.url(), proxy.url());
+    // Vendor signature only: the trust policy passes it, the Rego rule wants CI's too.
+    let (d1, _) = push_package(&c, &direct, "signed/one", "1.0.0", b"vendor only");
+    attach_cosign(&c, &direct, "signed/one", &d1, &cosign_sig(&k.p256, &d1, &[]));
+    let r = get(&c, &base, "signed/one", "1.0.0");
+    assert_eq!(r.status(), 403);
+    let body = r.text().unwrap_or_default();
+    assert!(body.contains("needs the CI signature too"), "the Rego denial: {body}");
+    // Signed by the CI key: served.
+    let (d2, _) = push_package(&c, &direct, "signed/two", "1.0.0", b"ci signed");
+    attach_cosign(&c, &direct, "signed/two", &d2, &cosign_sig(&k.ed25519, &d2, &[]));
+    assert_served(&c, &base, "signed/two", "1.0.0");
+}
