@@ -569,13 +569,28 @@ deny contains "needs the CI signature too" if {
     let (direct, base) = (registry.url(), proxy.url());
     // Vendor signature only: the trust policy passes it, the Rego rule wants CI's too.
     let (d1, _) = push_package(&c, &direct, "signed/one", "1.0.0", b"vendor only");
-    attach_cosign(&c, &direct, "signed/one", &d1, &cosign_sig(&k.p256, &d1, &[]));
+    attach_cosign(
+        &c,
+        &direct,
+        "signed/one",
+        &d1,
+        &cosign_sig(&k.p256, &d1, &[]),
+    );
     let r = get(&c, &base, "signed/one", "1.0.0");
     assert_eq!(r.status(), 403);
     let body = r.text().unwrap_or_default();
-    assert!(body.contains("needs the CI signature too"), "the Rego denial: {body}");
+    assert!(
+        body.contains("needs the CI signature too"),
+        "the Rego denial: {body}"
+    );
     // Signed by the CI key: served.
     let (d2, _) = push_package(&c, &direct, "signed/two", "1.0.0", b"ci signed");
-    attach_cosign(&c, &direct, "signed/two", &d2, &cosign_sig(&k.ed25519, &d2, &[]));
+    attach_cosign(
+        &c,
+        &direct,
+        "signed/two",
+        &d2,
+        &cosign_sig(&k.ed25519, &d2, &[]),
+    );
     assert_served(&c, &base, "signed/two", "1.0.0");
 }
