@@ -32,14 +32,14 @@ pub async fn check_pull(
         Some(OciRoute::Manifest { reference, .. }) => reference.as_tag(),
         _ => None,
     };
-    if trust::exempt(tag, body) {
+    if tag.is_some_and(trust::exempt_tag) {
         return None;
     }
+    // Both callers hold a body already checked against this digest (the cache verifies
+    // what it stores, the pass-through read checks it), so it is not hashed again here.
     let digest = digest
         .parse::<Digest>()
-        .ok()
-        .filter(|d| d.verifies(body))
-        .unwrap_or_else(|| Digest::sha256_of(body));
+        .unwrap_or_else(|_| Digest::sha256_of(body));
     let verdict = {
         let Some(s) = super::referrers::side(proxy, session, ctx) else {
             return Some(OciError::new(
@@ -58,6 +58,9 @@ pub async fn check_pull(
             .verdict(policy, &proxy.state.referrers, &s.io, &subject)
             .await
     };
+    if verdict.exempt {
+        return None;
+    }
     ctx.trust_verdict = Some(verdict.clone());
     let Some(reason) = verdict.reason() else {
         service.count_decision(policy, "allow");

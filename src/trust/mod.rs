@@ -182,7 +182,7 @@ impl moka::Expiry<String, Arc<Verdict>> for VerdictExpiry {
         v: &Arc<Verdict>,
         _at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(if v.verified() && v.incomplete.is_none() {
+        Some(if v.allows() && v.incomplete.is_none() {
             self.verified
         } else {
             self.refused
@@ -256,6 +256,12 @@ impl TrustService {
         let key = Self::key(policy, subject);
         self.verdicts
             .get_with(key, async {
+                if crate::referrers::index::subject_of(subject.manifest).is_some() {
+                    return Arc::new(Verdict {
+                        exempt: true,
+                        ..Verdict::default()
+                    });
+                }
                 let started = Instant::now();
                 let v = self.find_and_check(policy, referrers, io, subject).await;
                 let result = if v.verified() { "verified" } else { "refused" };
@@ -493,20 +499,20 @@ impl TrustService {
     }
 }
 
-/// Manifests that are signatures, indexes of signatures, or referrers themselves are
-/// never refused for want of a signature: verifiers must be able to read them.
-pub fn exempt(reference_tag: Option<&str>, manifest: &[u8]) -> bool {
-    if let Some(tag) = reference_tag {
-        if crate::referrers::is_fallback_tag(tag) {
-            return true;
-        }
-        if let Some((base, suffix)) = tag.rsplit_once('.') {
-            if matches!(suffix, "sig" | "att" | "sbom") && crate::referrers::is_fallback_tag(base) {
-                return true;
-            }
-        }
+/// Tags of signatures and indexes of signatures (`sha256-<hex>`, `.sig`, `.att`,
+/// `.sbom`) are never refused for want of a signature: verifiers must be able to read
+/// them. (Referrers pulled by digest are exempt through their verdict, see
+/// [`Verdict::exempt`].)
+pub fn exempt_tag(tag: &str) -> bool {
+    if crate::referrers::is_fallback_tag(tag) {
+        return true;
     }
-    crate::referrers::index::subject_of(manifest).is_some()
+    match tag.rsplit_once('.') {
+        Some((base, suffix)) => {
+            matches!(suffix, "sig" | "att" | "sbom") && crate::referrers::is_fallback_tag(base)
+        }
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -514,16 +520,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signatures_and_referrers_are_exempt() {
+    fn signature_tags_are_exempt() {
         let d = Digest::sha256_of(b"x");
         let fallback = crate::referrers::fallback_tag(&d);
-        assert!(exempt(Some(&fallback), b"{}"));
-        assert!(exempt(Some(&format!("{fallback}.sig")), b"{}"));
-        assert!(exempt(Some(&format!("{fallback}.att")), b"{}"));
-        assert!(!exempt(Some("1.0.0"), b"{}"));
-        assert!(!exempt(Some("x.sig"), b"{}"));
-        let referrer = format!(r#"{{"subject":{{"digest":"{d}"}}}}"#);
-        assert!(exempt(None, referrer.as_bytes()));
-        assert!(!exempt(None, b"{\"layers\":[]}"));
+        assert!(exempt_tag(&fallback));
+        assert!(exempt_tag(&format!("{fallback}.sig")));
+        assert!(exempt_tag(&format!("{fallback}.att")));
+        assert!(!exempt_tag("1.0.0"));
+        assert!(!exempt_tag("x.sig"));
     }
 }

@@ -126,6 +126,9 @@ pub struct Verdict {
     /// The signatures could not all be read (upstream trouble): deny when unsure, and
     /// do not keep the verdict long.
     pub incomplete: Option<String>,
+    /// The manifest is a referrer itself (a signature, an SBOM): not subject to the
+    /// policy, so verifiers can read it. Decided once per digest, like the rest.
+    pub exempt: bool,
 }
 
 impl Verdict {
@@ -133,9 +136,14 @@ impl Verdict {
         self.checks.iter().any(|c| c.outcome == Outcome::Verified)
     }
 
+    /// Served: exempt, or verified.
+    pub fn allows(&self) -> bool {
+        self.exempt || self.verified()
+    }
+
     /// Why the manifest is not verified, for the denial (`None` when verified).
     pub fn reason(&self) -> Option<String> {
-        if self.verified() {
+        if self.allows() {
             return None;
         }
         let worst = self.checks.iter().min_by_key(|c| c.outcome.rank());
