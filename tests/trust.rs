@@ -251,6 +251,7 @@ trust:
         - {{name: ci-ed25519, path: {}}}
         - {{name: ops-rsa, path: {}}}
       trust_store: [{}, {}]
+      trusted_identities: ["O=Margo Tests"]
 "#,
         k.p256["pub"].as_str().expect("p"),
         k.ed25519["pub"].as_str().expect("p"),

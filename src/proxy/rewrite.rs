@@ -151,6 +151,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tags_lists_hide_referrers_schema_tags() {
+        let fallback = format!("sha256-{}", "a".repeat(64));
+        let raw = bytes::Bytes::from(format!(
+            r#"{{"name":"margo/apps/x","tags":["1.0.0","{fallback}","{fallback}.sig"]}}"#
+        ));
+        let v: serde_json::Value = serde_json::from_slice(&tags_body(raw, "apps/x")).expect("json");
+        assert_eq!(v["name"], "apps/x");
+        assert_eq!(
+            v["tags"],
+            serde_json::json!(["1.0.0", format!("{fallback}.sig")])
+        );
+    }
+
+    #[test]
     fn catalog_names_are_mapped_sorted_and_filtered() {
         let raw = bytes::Bytes::from_static(
             br#"{"repositories":["library/nginx","margo/apps/web","zzz/hidden"]}"#,

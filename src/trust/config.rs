@@ -86,3 +86,29 @@ pub struct KeyConfig {
     pub name: String,
     pub path: PathBuf,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_unknown_keys() {
+        let c: TrustConfig = serde_saphyr::from_str(
+            "policies:\n  - name: v\n    match: [\"apps/**\"]\n    keys: [{name: k, path: /k.pub}]\n",
+        )
+        .expect("config");
+        assert_eq!(c.verified_ttl, Duration::from_secs(300));
+        assert_eq!(c.refused_ttl, Duration::from_secs(10));
+        let p = &c.policies[0];
+        assert_eq!(p.mode, TrustMode::Enforce);
+        assert_eq!(p.formats, Format::ALL.to_vec());
+        let typo = serde_saphyr::from_str::<TrustConfig>(
+            "policies:\n  - name: v\n    match: [\"a\"]\n    mdoe: audit\n",
+        );
+        assert!(typo.is_err(), "unknown keys are errors");
+        let format = serde_saphyr::from_str::<TrustConfig>(
+            "policies:\n  - name: v\n    match: [\"a\"]\n    formats: [pgp]\n",
+        );
+        assert!(format.is_err(), "unknown formats are errors");
+    }
+}
