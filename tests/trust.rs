@@ -274,6 +274,10 @@ fn cosign_sig(key: &Value, digest: &str, extra: &[&str]) -> Value {
 }
 
 fn notary_envelope(pki: &Value, digest: &str, size: usize) -> Vec<u8> {
+    notary_envelope_as(pki, digest, size, "jws")
+}
+
+fn notary_envelope_as(pki: &Value, digest: &str, size: usize, envelope: &str) -> Vec<u8> {
     let size = size.to_string();
     let out = py(
         "sign_tool.py",
@@ -291,6 +295,8 @@ fn notary_envelope(pki: &Value, digest: &str, size: usize) -> Vec<u8> {
             &size,
             "--signing-time",
             pki["signing_time"].as_str().expect("t"),
+            "--envelope",
+            envelope,
         ],
     );
     b64d(&out["envelope"])
@@ -414,6 +420,31 @@ fn enforcing_route_serves_only_manifests_with_a_trusted_signature() {
         &env,
     );
     assert_served(&c, &base, "signed/notary", "1.0.0");
+
+    // Notary COSE_Sign1 envelope (signature-envelope-cose.md), trusted chain: served;
+    // with the expired certificate: refused.
+    let (dc, sc) = push_package(&c, &direct, "signed/cose", "1.0.0", b"notary cose signed");
+    let env = notary_envelope_as(&k.pki, &dc, sc, "cose");
+    attach_with_oras(
+        &proxy,
+        "signed/cose",
+        (&dc, sc),
+        NOTARY_AT,
+        "application/cose",
+        &env,
+    );
+    assert_served(&c, &base, "signed/cose", "1.0.0");
+    let (dx, sx) = push_package(&c, &direct, "signed/cose-old", "1.0.0", b"cose expired");
+    let env = notary_envelope_as(&k.expired_pki, &dx, sx, "cose");
+    attach_with_oras(
+        &proxy,
+        "signed/cose-old",
+        (&dx, sx),
+        NOTARY_AT,
+        "application/cose",
+        &env,
+    );
+    assert_denied(&c, &base, "signed/cose-old", "1.0.0", "expired certificate");
 
     // Notary JWS whose signing certificate has expired.
     let (d8, s8) = push_package(&c, &direct, "signed/expired", "1.0.0", b"expired cert");

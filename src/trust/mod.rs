@@ -381,12 +381,6 @@ impl TrustService {
         let layer = parsed.get("layers")?.as_array()?.first()?;
         let media_type = layer.get("mediaType")?.as_str()?;
         let blob_digest: Digest = layer.get("digest")?.as_str()?.parse().ok()?;
-        if format == Format::Notary && media_type == notary::COSE_MEDIA_TYPE {
-            return fail(
-                Outcome::Unsupported,
-                "COSE envelopes are not supported yet".into(),
-            );
-        }
         let blob = match io
             .get_blob(s.repository, &blob_digest, MAX_SIGNATURE_BLOB)
             .await
@@ -409,6 +403,9 @@ impl TrustService {
         Some(match format {
             Format::Notary if media_type == notary::JWS_MEDIA_TYPE => {
                 notary::verify_jws(&blob, s.digest, &policy.notary, now, &d.digest)
+            }
+            Format::Notary if media_type == notary::COSE_MEDIA_TYPE => {
+                notary::verify_cose(&blob, s.digest, &policy.notary, now, &d.digest)
             }
             Format::Notary => SignatureCheck::new(
                 format,

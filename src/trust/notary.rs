@@ -1,14 +1,15 @@
 //! Notary Project signatures (notaryproject/specifications v1.1.0:
 //! `signature-specification.md`, `signature-envelope-jws.md`,
 //! `trust-store-trust-policy.md`): a referrer with artifactType
-//! `application/vnd.cncf.notary.signature` whose layer is a flattened JWS JSON
-//! envelope (`application/jose+json`). Checked, in the order the specification gives:
+//! `application/vnd.cncf.notary.signature` whose layer is a signature envelope.
+//! Checked, in the order the specification gives:
 //! integrity (the signature under the leaf certificate's key, `alg` agreeing with the
 //! key), the payload naming this manifest, authenticity (the `x5c` chain ends at a
 //! certificate of the trust store, leaf with the code-signing EKU), the trusted
 //! identities, and expiry (chain valid now, signing time inside the leaf's validity,
-//! the signature's own `io.cncf.notary.expiry`). COSE envelopes (`application/cose`)
-//! and TSA timestamps (`notary.x509.signingAuthority`) are reported `unsupported`.
+//! the signature's own `io.cncf.notary.expiry`), for JWS (`application/jose+json`) and
+//! COSE_Sign1 (`application/cose`, `signature-envelope-cose.md`) envelopes alike.
+//! TSA timestamps (`notary.x509.signingAuthority`) are reported `unsupported`.
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -151,6 +152,233 @@ pub fn verify_jws(
             Err(_) => return check(Outcome::Malformed, "x5c entry is not base64"),
         }
     }
+    let signing_time = match protected.signing_time.as_deref().map(rfc3339_seconds) {
+        Some(Some(t)) => t,
+        _ => {
+            return check(
+                Outcome::Malformed,
+                "io.cncf.notary.signingTime missing or not RFC 3339",
+            )
+        }
+    };
+    let expiry = match protected.expiry.as_deref().map(rfc3339_seconds) {
+        None => None,
+        Some(Some(t)) => Some(t),
+        Some(None) => return check(Outcome::Malformed, "io.cncf.notary.expiry is not RFC 3339"),
+    };
+    let alg = match protected.alg.as_str() {
+        "ES256" => Alg::Es256,
+        "ES384" => Alg::Es384,
+        "ES512" => Alg::Es512,
+        "PS256" => Alg::Ps256,
+        "PS384" => Alg::Ps384,
+        "PS512" => Alg::Ps512,
+        _ => Alg::Other,
+    };
+    let signing_input = format!("{}.{}", env.protected, env.payload).into_bytes();
+    verify_signed(
+        &Signed {
+            envelope: "JWS",
+            alg,
+            signing_input: &signing_input,
+            signature: &sig,
+            payload: &payload_raw,
+            chain: &chain,
+            signing_time,
+            expiry,
+        },
+        subject,
+        trust,
+        now,
+        source,
+    )
+}
+
+/// Verifies one COSE_Sign1_Tagged envelope (`signature-envelope-cose.md`) for `subject`.
+pub fn verify_cose(
+    envelope: &[u8],
+    subject: &Digest,
+    trust: &NotaryTrust,
+    now: u64,
+    source: &str,
+) -> SignatureCheck {
+    use coset::cbor::value::Value;
+    use coset::{iana, Label, RegisteredLabel, RegisteredLabelWithPrivate, TaggedCborSerializable};
+    let check = |o: Outcome, d: &str| SignatureCheck::new(Format::Notary, o, source, d);
+    let Ok(sign1) = coset::CoseSign1::from_tagged_slice(envelope) else {
+        return check(Outcome::Malformed, "not a COSE_Sign1_Tagged envelope");
+    };
+    let p = &sign1.protected.header;
+    match &p.content_type {
+        Some(RegisteredLabel::Text(t)) if t == PAYLOAD_CTY => {}
+        _ => {
+            return check(
+                Outcome::Malformed,
+                "protected header `content type` is not the Notary payload",
+            )
+        }
+    }
+    let crit: Vec<&str> = p
+        .crit
+        .iter()
+        .filter_map(|c| match c {
+            RegisteredLabelWithPrivate::Text(t) => Some(t.as_str()),
+            _ => None,
+        })
+        .collect();
+    if crit.len() != p.crit.len()
+        || !crit.contains(&"io.cncf.notary.signingScheme")
+        || crit.iter().any(|c| !KNOWN_CRITICAL.contains(c))
+    {
+        return check(
+            Outcome::Malformed,
+            "protected header `crit` is not what the spec allows",
+        );
+    }
+    let field = |h: &coset::Header, name: &str| -> Option<Value> {
+        h.rest
+            .iter()
+            .find(|(l, _)| matches!(l, Label::Text(t) if t == name))
+            .map(|(_, v)| v.clone())
+    };
+    let epoch = |v: Option<Value>| -> Option<i64> {
+        match v? {
+            Value::Tag(1, inner) => match *inner {
+                Value::Integer(i) => i64::try_from(i128::from(i)).ok(),
+                _ => None,
+            },
+            _ => None,
+        }
+    };
+    match field(p, "io.cncf.notary.signingScheme") {
+        Some(Value::Text(s)) if s == "notary.x509" => {}
+        Some(Value::Text(s)) if s == "notary.x509.signingAuthority" => {
+            return check(
+                Outcome::Unsupported,
+                "signing authority (TSA) signatures are out of scope",
+            )
+        }
+        _ => return check(Outcome::Malformed, "unknown signing scheme"),
+    }
+    let Some(signing_time) = epoch(field(p, "io.cncf.notary.signingTime")) else {
+        return check(
+            Outcome::Malformed,
+            "io.cncf.notary.signingTime missing or not an epoch date/time",
+        );
+    };
+    let expiry = match field(p, "io.cncf.notary.expiry") {
+        None => None,
+        v => match epoch(v) {
+            Some(t) => Some(t),
+            None => {
+                return check(
+                    Outcome::Malformed,
+                    "io.cncf.notary.expiry is not an epoch date/time",
+                )
+            }
+        },
+    };
+    let alg = match &p.alg {
+        Some(RegisteredLabelWithPrivate::Assigned(a)) => match a {
+            iana::Algorithm::ES256 => Alg::Es256,
+            iana::Algorithm::ES384 => Alg::Es384,
+            iana::Algorithm::ES512 => Alg::Es512,
+            iana::Algorithm::PS256 => Alg::Ps256,
+            iana::Algorithm::PS384 => Alg::Ps384,
+            iana::Algorithm::PS512 => Alg::Ps512,
+            _ => Alg::Other,
+        },
+        _ => Alg::Other,
+    };
+    // x5chain (label 33): unprotected, or protected.
+    let x5chain = |h: &coset::Header| {
+        h.rest
+            .iter()
+            .find(|(l, _)| *l == Label::Int(33))
+            .map(|(_, v)| v.clone())
+    };
+    let chain: Vec<Vec<u8>> = match x5chain(&sign1.unprotected).or_else(|| x5chain(p)) {
+        Some(Value::Bytes(b)) => vec![b],
+        Some(Value::Array(a)) if !a.is_empty() && a.len() <= MAX_CHAIN => {
+            match a
+                .into_iter()
+                .map(|v| match v {
+                    Value::Bytes(b) => Some(b),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+            {
+                Some(c) => c,
+                None => return check(Outcome::Malformed, "x5chain entries must be byte strings"),
+            }
+        }
+        _ => {
+            return check(
+                Outcome::Malformed,
+                "x5chain must hold the signing certificate chain",
+            )
+        }
+    };
+    let Some(payload) = &sign1.payload else {
+        return check(
+            Outcome::Malformed,
+            "detached payloads are not Notary signatures",
+        );
+    };
+    let tbs = sign1.tbs_data(b"");
+    verify_signed(
+        &Signed {
+            envelope: "COSE",
+            alg,
+            signing_input: &tbs,
+            signature: &sign1.signature,
+            payload,
+            chain: &chain,
+            signing_time,
+            expiry,
+        },
+        subject,
+        trust,
+        now,
+        source,
+    )
+}
+
+/// A Notary `alg`, from a JWS name or a COSE number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alg {
+    Es256,
+    Es384,
+    Es512,
+    Ps256,
+    Ps384,
+    Ps512,
+    Other,
+}
+
+/// What both envelopes carry, decoded.
+struct Signed<'a> {
+    envelope: &'static str,
+    alg: Alg,
+    signing_input: &'a [u8],
+    signature: &'a [u8],
+    payload: &'a [u8],
+    chain: &'a [Vec<u8>],
+    /// Unix seconds.
+    signing_time: i64,
+    expiry: Option<i64>,
+}
+
+/// The checks after decoding, in the specification's order.
+fn verify_signed(
+    signed: &Signed<'_>,
+    subject: &Digest,
+    trust: &NotaryTrust,
+    now: u64,
+    source: &str,
+) -> SignatureCheck {
+    let check = |o: Outcome, d: &str| SignatureCheck::new(Format::Notary, o, source, d);
+    let chain = signed.chain;
     let Ok((_, leaf)) = X509Certificate::from_der(&chain[0]) else {
         return check(Outcome::Malformed, "signing certificate is not X.509 DER");
     };
@@ -159,13 +387,13 @@ pub fn verify_jws(
     let Ok(key) = PublicKey::from_spki(leaf.public_key()) else {
         return check(Outcome::Unsupported, "signing key algorithm not supported");
     };
-    let scheme = match (protected.alg.as_str(), key.kind()) {
-        ("ES256", KeyKind::EcdsaP256) => Scheme::Es256,
-        ("ES384", KeyKind::EcdsaP384) => Scheme::Es384,
-        ("PS256", KeyKind::Rsa) => Scheme::Ps256,
-        ("PS384", KeyKind::Rsa) => Scheme::Ps384,
-        ("PS512", KeyKind::Rsa) => Scheme::Ps512,
-        ("ES512", _) => return check(Outcome::Unsupported, "ES512 is not supported"),
+    let scheme = match (signed.alg, key.kind()) {
+        (Alg::Es256, KeyKind::EcdsaP256) => Scheme::Es256,
+        (Alg::Es384, KeyKind::EcdsaP384) => Scheme::Es384,
+        (Alg::Ps256, KeyKind::Rsa) => Scheme::Ps256,
+        (Alg::Ps384, KeyKind::Rsa) => Scheme::Ps384,
+        (Alg::Ps512, KeyKind::Rsa) => Scheme::Ps512,
+        (Alg::Es512, _) => return check(Outcome::Unsupported, "ES512 is not supported"),
         _ => {
             return check(
                 Outcome::BadSignature,
@@ -174,11 +402,10 @@ pub fn verify_jws(
         }
     };
     // 1. Integrity.
-    let signing_input = format!("{}.{}", env.protected, env.payload);
-    if !key.verify(scheme, signing_input.as_bytes(), &sig) {
-        return check(Outcome::BadSignature, "the JWS signature does not verify");
+    if !key.verify(scheme, signed.signing_input, signed.signature) {
+        return check(Outcome::BadSignature, "the signature does not verify");
     }
-    let Ok(payload) = serde_json::from_slice::<Payload>(&payload_raw) else {
+    let Ok(payload) = serde_json::from_slice::<Payload>(signed.payload) else {
         return check(Outcome::Malformed, "payload is not a Notary payload");
     };
     if payload.target_artifact.digest != subject.to_string() {
@@ -244,27 +471,22 @@ pub fn verify_jws(
         );
     }
     // 4. Signing time inside the leaf's validity; the signature's own expiry.
-    let Some(signed_at) = protected.signing_time.as_deref().and_then(rfc3339_seconds) else {
-        return check(
-            Outcome::Malformed,
-            "io.cncf.notary.signingTime missing or not RFC 3339",
-        );
-    };
     let validity = leaf.validity();
-    if signed_at < validity.not_before.timestamp() || signed_at > validity.not_after.timestamp() {
+    if signed.signing_time < validity.not_before.timestamp()
+        || signed.signing_time > validity.not_after.timestamp()
+    {
         return check(
             Outcome::ExpiredCertificate,
             "signed outside the signing certificate's validity",
         );
     }
-    if let Some(exp) = protected.expiry.as_deref() {
-        match rfc3339_seconds(exp) {
-            Some(t) if t > now as i64 => {}
-            Some(_) => return check(Outcome::ExpiredCertificate, "the signature has expired"),
-            None => return check(Outcome::Malformed, "io.cncf.notary.expiry is not RFC 3339"),
-        }
+    if signed.expiry.is_some_and(|t| t <= now as i64) {
+        return check(Outcome::ExpiredCertificate, "the signature has expired");
     }
-    check(Outcome::Verified, "JWS, notary.x509")
+    check(
+        Outcome::Verified,
+        &format!("{}, notary.x509", signed.envelope),
+    )
 }
 
 /// Every `K=V` of `identity` (comma-separated) is an attribute of the leaf's subject.
@@ -369,6 +591,31 @@ mod tests {
         ] {
             assert_eq!(rfc3339_seconds(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn malformed_cose_envelopes_are_named() {
+        let s = Digest::sha256_of(b"m");
+        let t = NotaryTrust::default();
+        assert_eq!(verify_cose(b"", &s, &t, 0, "d").outcome, Outcome::Malformed);
+        assert_eq!(
+            verify_cose(b"\xd2\x84", &s, &t, 0, "d").outcome,
+            Outcome::Malformed
+        );
+        // A COSE_Sign1 without the Notary content type.
+        let sign1 = coset::CoseSign1Builder::new()
+            .protected(
+                coset::HeaderBuilder::new()
+                    .algorithm(coset::iana::Algorithm::ES256)
+                    .build(),
+            )
+            .payload(b"{}".to_vec())
+            .build();
+        use coset::TaggedCborSerializable as _;
+        let bytes = sign1.to_tagged_vec().expect("cbor");
+        let c = verify_cose(&bytes, &s, &t, 0, "d");
+        assert_eq!(c.outcome, Outcome::Malformed);
+        assert!(c.detail.contains("content type"), "{}", c.detail);
     }
 
     #[test]

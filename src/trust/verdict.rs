@@ -11,7 +11,7 @@ pub enum Format {
     Cosign,
     /// cosign's OCI 1.1 form: a referrer holding a Sigstore bundle (v0.3).
     CosignBundle,
-    /// Notary Project signatures (JWS envelope) against an x509 trust store.
+    /// Notary Project signatures (JWS or COSE envelope) against an x509 trust store.
     Notary,
 }
 
@@ -44,7 +44,7 @@ pub enum Outcome {
     UntrustedKey,
     /// The format's fields are not what its specification says.
     Malformed,
-    /// A variant out of scope (keyless bundles, COSE envelopes, TSA timestamps).
+    /// A variant out of scope (keyless bundles, TSA timestamps, ES512).
     Unsupported,
 }
 

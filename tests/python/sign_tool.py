@@ -11,15 +11,19 @@ Formats, from their published specifications:
 - Notary Project JWS envelope (notaryproject/specifications v1.1.0,
   signature-envelope-jws.md): flattened JWS JSON, ES256, signing scheme notary.x509,
   x5c chain; certificates with the code-signing EKU (signing-scheme.md).
+- Notary Project COSE envelope (same version, signature-envelope-cose.md):
+  COSE_Sign1_Tagged, alg -7 (ES256), epoch-tagged signing time, x5chain (label 33).
 """
 import argparse
 import base64
+import calendar
 import datetime
 import hashlib
 import json
 import os
 import sys
 
+import cbor2
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -162,9 +166,26 @@ def notary(a):
     }).encode()
     payload = json.dumps({"targetArtifact": {"mediaType": a.media_type, "digest": a.digest,
                                              "size": a.size}}).encode()
+    def fixed(data):
+        r, s = decode_dss_signature(key.sign(data, ec.ECDSA(hashes.SHA256())))
+        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    if a.envelope == "cose":
+        ders = [base64.b64decode(c) for c in chain]
+        signed_at = calendar.timegm(datetime.datetime.strptime(a.signing_time, "%Y-%m-%dT%H:%M:%SZ").timetuple())
+        prot = cbor2.dumps({
+            1: -7,
+            2: ["io.cncf.notary.signingScheme"],
+            3: "application/vnd.cncf.notary.payload.v1+json",
+            "io.cncf.notary.signingScheme": "notary.x509",
+            "io.cncf.notary.signingTime": cbor2.CBORTag(1, signed_at),
+        })
+        tbs = cbor2.dumps(["Signature1", prot, b"", payload])
+        env = cbor2.dumps(cbor2.CBORTag(18, [prot, {33: ders, "io.cncf.notary.signingAgent": "margo-proxy-tests/1.0"},
+                                              payload, fixed(tbs)]))
+        print(json.dumps({"envelope": b64(env)}))
+        return
     signing_input = (b64url(protected) + "." + b64url(payload)).encode()
-    r, s = decode_dss_signature(key.sign(signing_input, ec.ECDSA(hashes.SHA256())))
-    sig = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    sig = fixed(signing_input)
     env = {"payload": b64url(payload), "protected": b64url(protected),
            "header": {"x5c": chain, "io.cncf.notary.signingAgent": "margo-proxy-tests/1.0"},
            "signature": b64url(sig)}
@@ -185,6 +206,7 @@ def main():
         n.add_argument(opt, required=True)
     n.add_argument("--size", type=int, required=True)
     n.add_argument("--media-type", default="application/vnd.oci.image.manifest.v1+json")
+    n.add_argument("--envelope", choices=["jws", "cose"], default="jws")
     a = p.parse_args()
     {"keygen": keygen, "cosign": cosign, "bundle": bundle, "pki": pki, "notary": notary}[a.cmd](a)
 
