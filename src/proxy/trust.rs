@@ -6,7 +6,7 @@ use pingora::proxy::Session;
 use super::ctx::RequestCtx;
 use super::MargoProxy;
 use crate::oci::{Digest, OciError, OciErrorCode, OciRoute};
-use crate::trust::{self, Subject, TrustMode};
+use crate::trust::{self, Decision, Subject, TrustMode};
 
 /// Whether a trust policy covers the request's repository.
 pub fn applies(proxy: &MargoProxy, ctx: &RequestCtx) -> bool {
@@ -63,7 +63,7 @@ pub async fn check_pull(
     }
     ctx.trust_verdict = Some(verdict.clone());
     let Some(reason) = verdict.reason() else {
-        service.count_decision(policy, "allow");
+        service.count_decision(policy, Decision::Allow);
         return None;
     };
     tracing::warn!(
@@ -77,10 +77,10 @@ pub async fn check_pull(
         "manifest has no valid signature"
     );
     if policy.mode == TrustMode::Audit {
-        service.count_decision(policy, "audit");
+        service.count_decision(policy, Decision::Audit);
         return None;
     }
-    service.count_decision(policy, "deny");
+    service.count_decision(policy, Decision::Deny);
     let detail = serde_json::json!({
         "policy": policy.name,
         "reason": verdict.reason_code(),

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use globset::GlobMatcher;
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use prometheus::{HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts};
 
 use crate::oci::Digest;
 use crate::referrers::{index::ReferrerDescriptor, ReferrerService, RegistryIo};
@@ -43,23 +43,51 @@ const MAX_SIGNATURES: usize = 16;
 /// One policy, ready to apply.
 pub struct TrustPolicy {
     pub name: String,
-    patterns: Vec<GlobMatcher>,
+    patterns: Vec<Pattern>,
+    /// `allow`, `audit`, `deny` counters, resolved once (a labelled lookup per pull costs
+    /// a hash and a lock on the warm-cache path).
+    decided: [IntCounter; 3],
     pub mode: TrustMode,
     formats: Vec<Format>,
     keys: Vec<NamedKey>,
     notary: NotaryTrust,
 }
 
+/// A repository glob; `prefix/**` and `**` (what configs use) by string comparison.
+enum Pattern {
+    Any,
+    Under(String),
+    Glob(GlobMatcher),
+}
+
+impl Pattern {
+    fn new(p: &str) -> Result<Self, String> {
+        let plain = |s: &str| !s.contains(['*', '?', '[', ']', '{', '}', '\\']);
+        Ok(match p.strip_suffix("/**") {
+            _ if p == "**" => Pattern::Any,
+            Some(prefix) if plain(prefix) && !prefix.is_empty() => {
+                Pattern::Under(format!("{prefix}/"))
+            }
+            _ => Pattern::Glob(crate::upstream::routing::compile_pattern(p)?),
+        })
+    }
+
+    fn is_match(&self, name: &str) -> bool {
+        match self {
+            Pattern::Any => true,
+            Pattern::Under(prefix) => name.starts_with(prefix.as_str()),
+            Pattern::Glob(g) => g.is_match(name),
+        }
+    }
+}
+
 impl TrustPolicy {
-    fn from_config(c: &TrustPolicyConfig) -> Result<Self, String> {
+    fn from_config(c: &TrustPolicyConfig, metrics: &TrustMetrics) -> Result<Self, String> {
         let err = |m: String| format!("trust policy `{}`: {m}", c.name);
         let patterns = c
             .patterns
             .iter()
-            .map(|p| {
-                crate::upstream::routing::compile_pattern(p)
-                    .map_err(|e| err(format!("match `{p}`: {e}")))
-            })
+            .map(|p| Pattern::new(p).map_err(|e| err(format!("match `{p}`: {e}"))))
             .collect::<Result<Vec<_>, _>>()?;
         let mut keys = Vec::new();
         for k in &c.keys {
@@ -94,9 +122,11 @@ impl TrustPolicy {
                 "neither `keys` nor `trust_store`: nothing could ever verify".into(),
             ));
         }
+        let counter = |d: &str| metrics.decisions.with_label_values(&[c.name.as_str(), d]);
         Ok(TrustPolicy {
             name: c.name.clone(),
             patterns,
+            decided: [counter("allow"), counter("audit"), counter("deny")],
             mode: c.mode,
             formats: c.formats.clone(),
             keys,
@@ -190,6 +220,14 @@ impl moka::Expiry<String, Arc<Verdict>> for VerdictExpiry {
     }
 }
 
+/// What a trust policy did with a pull (the `decision` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Allow = 0,
+    Audit = 1,
+    Deny = 2,
+}
+
 /// Where the signatures of one manifest are looked for.
 pub struct Subject<'a> {
     /// Upstream index in the config and name (for the referrers service).
@@ -204,10 +242,11 @@ pub struct Subject<'a> {
 
 impl TrustService {
     pub fn from_config(cfg: &TrustConfig, registry: &prometheus::Registry) -> Result<Self, String> {
+        let metrics = TrustMetrics::new(registry)?;
         let policies = cfg
             .policies
             .iter()
-            .map(TrustPolicy::from_config)
+            .map(|p| TrustPolicy::from_config(p, &metrics))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(TrustService {
             policies,
@@ -218,7 +257,7 @@ impl TrustService {
                     refused: cfg.refused_ttl,
                 })
                 .build(),
-            metrics: TrustMetrics::new(registry)?,
+            metrics,
         })
     }
 
@@ -231,11 +270,8 @@ impl TrustService {
     }
 
     /// Counts a decision (`allow`, `deny`, `audit`).
-    pub fn count_decision(&self, policy: &TrustPolicy, decision: &'static str) {
-        self.metrics
-            .decisions
-            .with_label_values(&[policy.name.as_str(), decision])
-            .inc();
+    pub fn count_decision(&self, policy: &TrustPolicy, decision: Decision) {
+        policy.decided[decision as usize].inc();
     }
 
     fn key(policy: &TrustPolicy, s: &Subject<'_>) -> String {
@@ -254,6 +290,10 @@ impl TrustService {
         subject: &Subject<'_>,
     ) -> Arc<Verdict> {
         let key = Self::key(policy, subject);
+        // Hits (nearly every pull) skip building the init future.
+        if let Some(v) = self.verdicts.get(&key).await {
+            return v;
+        }
         self.verdicts
             .get_with(key, async {
                 if crate::referrers::index::subject_of(subject.manifest).is_some() {
@@ -515,6 +555,26 @@ pub fn exempt_tag(tag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_fast_shapes_agree_with_globs() {
+        for (p, name) in [
+            ("**", "a"),
+            ("**", "a/b"),
+            ("apps/**", "apps/x"),
+            ("apps/**", "apps/x/y"),
+            ("apps/**", "apps"),
+            ("apps/**", "apps/"),
+            ("apps/**", "appsx/y"),
+            ("a*/**", "ab/c"),
+        ] {
+            let fast = Pattern::new(p).expect("pattern").is_match(name);
+            let glob = crate::upstream::routing::compile_pattern(p)
+                .expect("glob")
+                .is_match(name);
+            assert_eq!(fast, glob, "{p} on {name}");
+        }
+    }
 
     #[test]
     fn signature_tags_are_exempt() {
