@@ -30,10 +30,12 @@ pub mod metrics;
 pub mod oci;
 pub mod policy;
 pub mod proxy;
+pub mod referrers;
 pub mod server;
 pub mod shard;
 pub mod signals;
 pub mod startup;
+pub mod trust;
 pub mod upstream;
 
 /// Selects the process-wide rustls crypto provider (ring, the one Pingora uses) so that

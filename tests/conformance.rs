@@ -100,6 +100,17 @@ const DIRECT_FAILURES_2_8: &[&str] = &[
     "Content Management / Manifest delete / DELETE by tag: 202, or 400 UNSUPPORTED / 405",
 ];
 
+/// Issue #15: checks distribution 2.8 fails direct (no referrers API, no `OCI-Subject`)
+/// that must pass through the proxy, which emulates the API from the referrers tag
+/// schema and answers referrer pushes with `OCI-Subject`.
+const REFERRERS_THROUGH_PROXY: &[&str] = &[
+    "Content Discovery / Setup / references setup",
+    "Content Discovery / Listing referrers / referrers of an unknown digest: empty index",
+    "Content Discovery / Listing referrers / referrers of the subject: all five",
+    "Content Discovery / Listing referrers / referrers filtered by artifactType",
+    "Content Discovery / Listing referrers / referrers of a subject never pushed",
+];
+
 // ---------------------------------------------------------------------------------------
 // Outcomes
 
@@ -1810,6 +1821,29 @@ fn conformance_direct_and_through_the_proxy() {
         regressions.is_empty(),
         "checks that pass direct but not through the proxy:\n{}\n\n{table}",
         regressions.join("\n")
+    );
+
+    // Issue #15: subjects and referrers work through the proxy in front of 2.8.
+    let referrers_failing: Vec<String> = checks
+        .iter()
+        .zip(&proxied)
+        .filter(|(c, p)| {
+            REFERRERS_THROUGH_PROXY.contains(&full_name(c).as_str()) && **p != Outcome::Pass
+        })
+        .map(|(c, p)| format!("{}: {p:?}", full_name(c)))
+        .collect();
+    assert!(
+        referrers_failing.is_empty(),
+        "referrers checks failing through the proxy:\n{}",
+        referrers_failing.join("\n")
+    );
+    assert_eq!(
+        checks
+            .iter()
+            .filter(|c| REFERRERS_THROUGH_PROXY.contains(&full_name(c).as_str()))
+            .count(),
+        REFERRERS_THROUGH_PROXY.len(),
+        "every referrers check named is in the suite"
     );
 
     // The direct run is the reference: it must pass all but the checks distribution 2.8 is

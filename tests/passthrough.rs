@@ -356,9 +356,10 @@ fn catalog_passes_through() {
 }
 
 #[test]
-fn referrers_answer_like_the_upstream() {
-    // distribution 2.8 has no referrers API: through the proxy the client must see exactly
-    // what it sees directly (a 404), so it falls back to the tag schema.
+fn referrers_are_answered_even_where_the_upstream_has_none() {
+    // distribution 2.8 has no referrers API (404 direct); issue #15: through the proxy
+    // every upstream has it, emulated from the referrers tag schema: an empty index here,
+    // with the filter acknowledged.
     let (reg, proxy, c) = setup();
     let path = format!("/v2/r/referrers/{EMPTY_DIGEST}?artifactType=application%2Fexample");
     let direct = c
@@ -366,12 +367,19 @@ fn referrers_answer_like_the_upstream() {
         .send()
         .unwrap()
         .status();
-    let proxied = c
-        .get(format!("{}{path}", proxy.url()))
-        .send()
-        .unwrap()
-        .status();
-    assert_eq!(direct, proxied);
+    assert_eq!(direct, 404);
+    let proxied = c.get(format!("{}{path}", proxy.url())).send().unwrap();
+    assert_eq!(proxied.status(), 200);
+    assert_eq!(
+        proxied
+            .headers()
+            .get("oci-filters-applied")
+            .and_then(|v| v.to_str().ok()),
+        Some("artifactType")
+    );
+    let v: serde_json::Value = proxied.json().unwrap();
+    assert_eq!(v["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(v["manifests"], serde_json::json!([]));
 }
 
 #[test]

@@ -106,6 +106,9 @@ pub struct Config {
     /// The application catalog (`/margo/v1/applications`, `/catalog/`). Off by default.
     #[serde(default)]
     pub catalog: crate::catalog::CatalogConfig,
+    /// Signature-required pulls. Absent: nothing is checked.
+    #[serde(default)]
+    pub trust: Option<crate::trust::TrustConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

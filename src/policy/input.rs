@@ -237,6 +237,27 @@ pub struct PullInput {
     /// Whether the manifest is served from the proxy's cache.
     #[serde(default)]
     pub cache_hit: bool,
+    /// The signatures the repository's trust policy checked for this manifest (absent
+    /// when no trust policy covers it), e.g. to require two identities.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<SignatureInput>,
+}
+
+/// One signature of the pulled manifest, as the trust policy found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureInput {
+    /// `cosign`, `cosign-bundle` or `notary`.
+    pub format: String,
+    /// `verified`, `untrusted_key`, `bad_signature`, `wrong_digest`,
+    /// `expired_certificate`, `malformed`, `unsupported`.
+    pub result: String,
+    pub verified: bool,
+    /// The trusted key's name (cosign) or the certificate subject (Notary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The signature manifest's digest, or the cosign signature tag.
+    pub source: String,
 }
 
 /// What a delete removes.

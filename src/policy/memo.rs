@@ -95,6 +95,7 @@ mod tests {
             descriptor: Descriptor::default(),
             manifest: None,
             cache_hit: true,
+            signatures: Vec::new(),
         })
     }
 

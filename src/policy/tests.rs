@@ -61,6 +61,7 @@ fn pull(repository: &str, reference: &str, groups: &[&str]) -> PolicyInput {
         },
         manifest: None,
         cache_hit: false,
+        signatures: Vec::new(),
     })
 }
 

@@ -47,6 +47,10 @@ pub struct RequestCtx {
     pub blob_lead: Option<crate::cache::blob::LeadGuard>,
     /// The fill being teed from this response's body.
     pub blob_fill: Option<crate::cache::blob::Fill>,
+    /// The subject of a referrer being deleted (its index drops it after the delete).
+    pub referrer_subject: Option<crate::oci::Digest>,
+    /// What the trust policy found for the manifest pulled (for the pull policy).
+    pub trust_verdict: Option<std::sync::Arc<crate::trust::Verdict>>,
 }
 
 impl RequestCtx {
@@ -73,6 +77,8 @@ impl RequestCtx {
             blob: None,
             blob_lead: None,
             blob_fill: None,
+            referrer_subject: None,
+            trust_verdict: None,
         }
     }
 

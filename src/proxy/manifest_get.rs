@@ -234,6 +234,14 @@ async fn answer(
     if negotiate(&session.req_header().headers, manifest.content_type()) == Negotiation::Bypass {
         return Ok(false);
     }
+    if proxy.state.trust.is_some() {
+        let denied =
+            super::trust::check_pull(proxy, session, ctx, manifest.digest(), manifest.body()).await;
+        if let Some(e) = denied {
+            respond::oci_error(session, ctx, &e).await?;
+            return Ok(true);
+        }
+    }
     if proxy.state.policy.is_some() {
         let method = session.req_header().method.clone();
         let denied = super::policy::pull(

@@ -56,6 +56,13 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         return respond::oci_error(session, ctx, &e).await;
     }
     let forwards_client = proxy.forwards_client_credentials(&upstream);
+    let content_type = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     ctx.upstream_started = Some(std::time::Instant::now());
     let sent = {
         let req = session.req_header();
@@ -106,6 +113,17 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
     if answer.status.is_success() {
         super::blob::link_manifest(proxy, ctx, &body);
     }
+    let oci_subject = if answer.status.is_success() && !answer.headers.contains_key("oci-subject") {
+        // The referrers index is kept by the proxy (the side calls need the proxy's
+        // upstream credentials for this request).
+        if proxy.authorize_upstream(session, ctx).await.is_ok() {
+            super::referrers::after_push(proxy, session, ctx, &body, &content_type).await
+        } else {
+            None
+        }
+    } else {
+        None
+    };
     let mut resp = ResponseHeader::build(answer.status, Some(10))?;
     let public_base = ctx.public_base(proxy.state.public_url.as_deref());
     let rw = UrlRewrite {
@@ -133,6 +151,9 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
     }
     for w in warnings {
         resp.append_header(http::header::WARNING, w)?;
+    }
+    if let Some(subject) = oci_subject {
+        resp.insert_header("OCI-Subject", subject)?;
     }
     respond::answer(session, ctx, resp, answer.body).await
 }

@@ -10,8 +10,10 @@ mod downstream;
 mod manifest_get;
 mod manifest_put;
 mod policy;
+mod referrers;
 pub mod respond;
 mod rewrite;
+mod trust;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,6 +56,10 @@ pub struct ProxyState {
     /// `None` when `catalog.enabled` is false.
     pub catalog: Option<Arc<crate::catalog::Catalog>>,
     pub router: Router,
+    /// Referrers API on every upstream (native or emulated).
+    pub referrers: Arc<crate::referrers::ReferrerService>,
+    /// `None` when the config has no `trust:` section.
+    pub trust: Option<Arc<crate::trust::TrustService>>,
     pub public_url: Option<String>,
     pub limits: Limits,
     pub downstream_keepalive_secs: u64,
@@ -102,11 +108,25 @@ impl ProxyState {
             )),
             None => None,
         };
+        let trust = match &config.trust {
+            Some(t) => Some(Arc::new(
+                crate::trust::TrustService::from_config(t, metrics.registry())
+                    .map_err(|e| format!("trust: {e}"))?,
+            )),
+            None => None,
+        };
+        let referrers = Arc::new(crate::referrers::ReferrerService::new(
+            upstreams.len(),
+            config.cache.tag_ttl,
+            config.cache.enabled,
+        ));
         let catalog = crate::catalog::from_config(config, &upstreams)?;
         let state = ProxyState {
             coherence,
             policy,
             catalog,
+            referrers,
+            trust,
             upstreams,
             cache,
             blobs,
@@ -276,6 +296,9 @@ impl MargoProxy {
                 return replace_response(resp, ctx, &err);
             }
         };
+        if let Some(err) = trust::check_pull(self, session, ctx, &digest, &body).await {
+            return replace_response(resp, ctx, &err);
+        }
         let method = session.req_header().method.clone();
         let Some(err) =
             policy::pull(self, ctx, &method, &content_type, &digest, &body, false).await
@@ -460,6 +483,13 @@ impl ProxyHttp for MargoProxy {
             respond::oci_error(session, ctx, &e).await?;
             return Ok(true);
         }
+        match operation {
+            Operation::Referrers => return referrers::serve(self, session, ctx).await,
+            Operation::ManifestDelete => {
+                ctx.referrer_subject = referrers::before_delete(self, session, ctx).await;
+            }
+            _ => {}
+        }
         Ok(false)
     }
 
@@ -593,13 +623,16 @@ impl ProxyHttp for MargoProxy {
             if ctx.operation == Operation::ManifestDelete && resp.status.is_success() {
                 self.invalidate_after_delete(ctx, &upstream).await;
                 catalog::after_delete(self, ctx);
+                if let Some(subject) = ctx.referrer_subject.clone() {
+                    referrers::after_delete(self, session, ctx, &subject).await;
+                }
             }
             if ctx.operation == Operation::BlobDelete && resp.status.is_success() {
                 blob::on_delete(self, ctx);
             }
         }
         blob::on_response(ctx, resp);
-        if self.state.policy.is_some()
+        if (self.state.policy.is_some() || trust::applies(self, ctx))
             && ctx.cache_result.is_none()
             && ctx.operation.is_manifest_read()
             && resp.status == http::StatusCode::OK

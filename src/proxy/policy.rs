@@ -155,6 +155,7 @@ pub async fn pull(
         descriptor,
         manifest,
         cache_hit,
+        signatures: signatures(ctx),
     });
     // Pull decisions are small (tens of µs) and sit on the cache-hit path: evaluated in
     // place, since a hand-off to the blocking pool costs more than the decision.
@@ -297,4 +298,21 @@ fn descriptor(content_type: &str, digest: &str, body: &[u8]) -> Descriptor {
         digest: digest.to_owned(),
         size: body.len() as u64,
     }
+}
+
+/// `input.signatures` from what the trust policy found (see [`super::trust`]).
+fn signatures(ctx: &RequestCtx) -> Vec<crate::policy::input::SignatureInput> {
+    let Some(v) = &ctx.trust_verdict else {
+        return Vec::new();
+    };
+    v.checks
+        .iter()
+        .map(|c| crate::policy::input::SignatureInput {
+            format: c.format.as_str().to_owned(),
+            result: c.outcome.as_str().to_owned(),
+            verified: c.outcome == crate::trust::Outcome::Verified,
+            identity: c.identity.clone(),
+            source: c.source.clone(),
+        })
+        .collect()
 }

@@ -89,14 +89,10 @@ pub fn response_urls(
 pub const MAX_REWRITTEN_BODY: usize = 16 << 20;
 
 /// A successful tags list of a repository whose name the route rewrites.
+/// Always: besides renamed repositories, every list loses the referrers-schema tags
+/// (`sha256-<hex>`), the proxy's bookkeeping now that it answers the referrers API.
 pub fn wants_tags_body_rewrite(ctx: &RequestCtx, resp: &ResponseHeader) -> bool {
-    ctx.operation == Operation::TagsList
-        && resp.status == http::StatusCode::OK
-        && ctx
-            .forward
-            .as_ref()
-            .and_then(|f| f.matched.as_ref())
-            .is_some_and(|m| Some(m.upstream_name.as_str()) != ctx.repository())
+    ctx.operation == Operation::TagsList && resp.status == http::StatusCode::OK
 }
 
 /// A successful catalog: its names are the upstream's, clients need theirs.
@@ -139,6 +135,9 @@ pub fn tags_body(raw: bytes::Bytes, client_name: &str) -> bytes::Bytes {
         Some(name) => *name = serde_json::Value::String(client_name.to_owned()),
         None => return raw,
     }
+    if let Some(tags) = v.get_mut("tags").and_then(|t| t.as_array_mut()) {
+        tags.retain(|t| !t.as_str().is_some_and(crate::referrers::is_fallback_tag));
+    }
     serde_json::to_vec(&v)
         .map(bytes::Bytes::from)
         .unwrap_or(raw)
@@ -147,6 +146,20 @@ pub fn tags_body(raw: bytes::Bytes, client_name: &str) -> bytes::Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_lists_hide_referrers_schema_tags() {
+        let fallback = format!("sha256-{}", "a".repeat(64));
+        let raw = bytes::Bytes::from(format!(
+            r#"{{"name":"margo/apps/x","tags":["1.0.0","{fallback}","{fallback}.sig"]}}"#
+        ));
+        let v: serde_json::Value = serde_json::from_slice(&tags_body(raw, "apps/x")).expect("json");
+        assert_eq!(v["name"], "apps/x");
+        assert_eq!(
+            v["tags"],
+            serde_json::json!(["1.0.0", format!("{fallback}.sig")])
+        );
+    }
 
     #[test]
     fn catalog_names_are_mapped_sorted_and_filtered() {
