@@ -3,6 +3,7 @@
 //! vergen would bring a git library into every build for it. Without git or a `.git`
 //! (a source tarball), the value is `unknown`, or whatever `MARGO_PROXY_GIT_SHA` says in
 //! the build's environment (packagers set it).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 use std::path::Path;
 use std::process::Command;

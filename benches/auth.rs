@@ -1,6 +1,7 @@
 //! Token validation cost per request: cold (signature verified every time:
 //! the verified-token cache is disabled via `max_token_ttl_seconds: 0`) and
 //! warm (cache hit: a SHA-256 of the token and a map lookup).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use http::Method;

@@ -2,6 +2,7 @@
 //!
 //! `cargo bench --bench cache`. Bodies are ~1.5 KiB, a typical single-arch
 //! image manifest; insert includes the sha256 verification it always does.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 use std::hint::black_box;
 use std::sync::Arc;

@@ -1,6 +1,7 @@
 //! Admission cost on a push: validating a rich margo.yaml (the schema's richest shape),
 //! the package manifest rules, and checking a 10 MiB compose archive. Target: ≤ 5 ms
 //! added to a package push beyond upstream time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 use std::hint::black_box;
 use std::io::Write;

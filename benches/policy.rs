@@ -1,6 +1,7 @@
 //! A push and a pull decision with every shipped policy loaded (and the
 //! parameterised ones switched on, so they do real work).
 //! Targets: push ≤ 1 ms, pull ≤ 100 µs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 use std::path::{Path, PathBuf};
 

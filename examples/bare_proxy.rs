@@ -2,6 +2,7 @@
 //! to one plain-HTTP upstream (no routing, no rewriting, no logging, no metrics). Whatever
 //! margo-proxy costs beyond this is ours; what this costs beyond direct is Pingora's.
 //! Usage: bare_proxy ADDR UPSTREAM_HOST:PORT THREADS
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 use async_trait::async_trait;
 use pingora::prelude::HttpPeer;

@@ -4,6 +4,7 @@
 //! fixed_response ADDR BODY_FILE CONTENT_TYPE THREADS [--no-work-stealing] [--keepalive SECS]
 //! `--keepalive` gives client connections the same idle timeout the proxy sets (Pingora's
 //! default has none, and so skips a timer per request).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 use async_trait::async_trait;
 use bytes::Bytes;

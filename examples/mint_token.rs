@@ -1,6 +1,7 @@
 //! Mints an RS256 access token for `scripts/bench` (the proxy checks it against the
 //! matching public key configured as a static key). Test keys only.
 //! Usage: mint_token PRIVATE_KEY_PEM ISSUER AUDIENCE SCOPE
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 

@@ -1,6 +1,7 @@
 //! Margo admission on push, with the `oras` Python package against a real docker-registry:
 //! valid packages and components go through, invalid ones are refused with every
 //! violation in the OCI error body and nothing of them stored upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! docker-registry: WFMs pull and cannot push, developers push in their namespace, stock
 //! clients go through the challenge and the token endpoint, and the cache never lets an
 //! unauthenticated client read.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

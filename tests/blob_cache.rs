@@ -3,6 +3,7 @@
 //! upstream did not confirm holds it, lying and cut upstreams leave nothing cached, the
 //! disk tier survives a restart, ranges are answered from the cache, and concurrent
 //! misses make one upstream GET.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! `docker-registry` (with `notifications` pointed at a proxy's admin listener), all on
 //! 127.0.0.1. Tag TTLs are long unless a test is about TTLs, so only the bus or an
 //! upstream event can explain a replica changing its answer.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

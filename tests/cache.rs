@@ -1,6 +1,7 @@
 //! The manifest cache against a real docker-registry: hits spare the upstream, tags
 //! revalidate after their TTL, pushes and deletes invalidate at once, concurrent misses
 //! coalesce, and a lying upstream is never cached.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

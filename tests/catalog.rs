@@ -1,6 +1,7 @@
 //! The application catalog against a real docker-registry: packages pushed with
 //! `margo-proxy push` through the proxy (and directly upstream, for the crawl), read
 //! back through `/margo/v1/applications`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! `playwright-core` npm package (tests/browser/catalog.mjs) against the proxy in front
 //! of docker-registry, with the examples pushed and one package whose margo.yaml and
 //! release notes carry script tags. Screenshots go to target/catalog-screenshots/.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! The offline commands: `validate` (Margo content) and `policy test|eval` (Rego).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Real OCI clients through the proxy: skopeo, the `oras` Python package and the
 //! `oci-client` crate, each pushing and pulling against a real docker-registry behind it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

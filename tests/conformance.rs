@@ -26,6 +26,7 @@
 //!
 //! Distribution 2.8.2 (Debian's `docker-registry`) fails 13 checks when addressed directly;
 //! they are listed, with the reason, in `DIRECT_FAILURES_2_8`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! front of a real `docker-registry`: responses that fail after they started, slow and
 //! oversized request heads, ambiguous framing, pipelining, graceful shutdown, and how
 //! client disconnects are logged.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 
@@ -107,6 +108,44 @@ fn next_response(s: &mut TcpStream, buf: &mut Vec<u8>, pos: &mut usize, head: bo
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
         .collect();
+    let chunked = headers.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    if chunked && !head {
+        // A body the proxy rewrote (a tags list) goes out chunked: RFC 9112 §7.1.
+        let mut body = Vec::new();
+        let mut at = end;
+        loop {
+            let line_end = loop {
+                if let Some(i) = buf[at..].windows(2).position(|w| w == b"\r\n") {
+                    break at + i;
+                }
+                let n = s.read(&mut chunk).expect("read chunk size");
+                assert!(n > 0, "connection closed in a chunked body");
+                buf.extend_from_slice(&chunk[..n]);
+            };
+            let size_text = String::from_utf8_lossy(&buf[at..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .expect("chunk size");
+            let data_end = line_end + 2 + size + 2;
+            while buf.len() < data_end {
+                let n = s.read(&mut chunk).expect("read chunk");
+                assert!(n > 0, "connection closed in a chunk");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            body.extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
+            at = data_end;
+            if size == 0 {
+                break;
+            }
+        }
+        *pos = at;
+        return Response {
+            status,
+            headers,
+            body,
+        };
+    }
     let len: usize = if head {
         0
     } else {
@@ -114,7 +153,7 @@ fn next_response(s: &mut TcpStream, buf: &mut Vec<u8>, pos: &mut usize, head: bo
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
             .and_then(|(_, v)| v.parse().ok())
-            .expect("Content-Length")
+            .expect("Content-Length or chunked")
     };
     while buf.len() < end + len {
         let n = s.read(&mut chunk).expect("read response body");

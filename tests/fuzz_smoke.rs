@@ -2,6 +2,7 @@
 //! path (`OciRoute::parse`) and the `Authorization: Bearer` header. Thousands of mutated
 //! inputs, no nightly needed (the coverage-guided targets are `fuzz/fuzz_targets/
 //! {oci_route,bearer_token}.rs`). Asserts no panics and the parsers' invariants.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 use margo_proxy::auth::bearer_token;
 use margo_proxy::oci::{OciRoute, Reference};

@@ -5,6 +5,7 @@
 //! layers without `org.margo.app.resource`, component annotations on the manifest, `_`
 //! for `+` in versions) are accepted with warnings on tolerant routes and refused,
 //! naming the rule, on strict ones; `validate` reads margot's output the same way.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! started by `tests/oidc/provider.mjs` on 127.0.0.1). Node and
 //! `tests/oidc/node_modules` are required (`scripts/setup` installs them): without
 //! them the test fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

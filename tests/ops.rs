@@ -1,6 +1,7 @@
 //! What an operator meets: signals, ports in use, `check-config` agreeing with `serve`,
 //! exit codes, logs on a pipe, completions and the man page, and the Grafana dashboard's
 //! queries run by a real Prometheus against a proxy that has seen traffic.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

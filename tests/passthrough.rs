@@ -1,5 +1,6 @@
 //! The whole OCI Distribution API through the proxy against a real `docker-registry`,
 //! with raw HTTP so every header and status is visible.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Rego admission policies through the proxy against a real docker-registry: a shipped
 //! policy refuses a push with its own message, audit mode forwards and logs, a pull is
 //! refused (with a header on HEAD), and a hot reload changes the outcome without restart.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

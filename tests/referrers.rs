@@ -3,6 +3,7 @@
 //! emulated from the `<alg>-<hex>` tag, kept current on pushes and deletes through the
 //! proxy, picking up what clients wrote to the fallback tag themselves, filtered by
 //! `artifactType`, with the bookkeeping tags hidden from `tags/list`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

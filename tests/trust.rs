@@ -6,6 +6,7 @@
 //! referrer (cosign specs/BUNDLE_SPEC.md), and Notary Project JWS envelopes
 //! (notaryproject/specifications v1.1.0, signature-envelope-jws.md). Artifacts are
 //! attached with the `oras` Python package and pulled with skopeo.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

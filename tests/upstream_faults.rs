@@ -2,6 +2,7 @@
 //! time, silence, oversized answers to a push, a stale token. The upstream here is a
 //! small HTTP/1.1 server on 127.0.0.1 that plays one scripted fault per test (a fault
 //! injector, in the role `tc`/toxiproxy would have); the proxy is the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

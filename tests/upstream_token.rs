@@ -2,6 +2,7 @@
 //! `docker-registry` (distribution 2.8) with `auth: token`, and a real token issuer in this
 //! process that signs ES256 JWTs with a self-signed certificate (made by `openssl` at test
 //! time) which the registry trusts through its `rootcertbundle`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! How the proxy reaches and presents upstreams: URL rewriting to the public URL and
 //! between repository namespaces, the proxy's own credentials, TLS both ways.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 mod common;
 

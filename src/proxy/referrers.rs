@@ -9,7 +9,7 @@ use pingora::Result;
 use super::ctx::RequestCtx;
 use super::{respond, MargoProxy};
 use crate::oci::{Digest, OciError, OciErrorCode, OciRoute};
-use crate::referrers::{self, Support, UpstreamIo};
+use crate::referrers::{self, IoAuth, Support, UpstreamIo};
 use crate::upstream::Upstream;
 
 /// The upstream a routed request addresses, reachable for side calls with the
@@ -26,24 +26,25 @@ pub fn side<'a>(proxy: &'a MargoProxy, session: &Session, ctx: &'a RequestCtx) -
     let fwd = ctx.forward.as_ref()?;
     let matched = fwd.matched.as_ref()?;
     let upstream = proxy.state.upstreams.get(fwd.upstream)?;
-    let authorization = if proxy.forwards_client_credentials(upstream) {
-        session
+    let auth = if proxy.forwards_client_credentials(upstream) {
+        match session
             .req_header()
             .headers
             .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        {
+            Some(h) => IoAuth::Client(h.clone()),
+            None => IoAuth::Anonymous,
+        }
+    } else if upstream.credentials.is_some() {
+        IoAuth::Account
     } else {
-        ctx.upstream_authorization.clone()
+        IoAuth::Anonymous
     };
     Some(Side {
         idx: fwd.upstream,
         upstream,
         repo: matched.upstream_name.as_str(),
-        io: UpstreamIo {
-            upstream,
-            authorization,
-        },
+        io: UpstreamIo { upstream, auth },
     })
 }
 

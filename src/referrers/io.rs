@@ -1,13 +1,15 @@
 //! The few registry calls the referrers and trust logic make, behind a small trait so
 //! the logic does not depend on how the upstream is reached. [`UpstreamIo`] is the
-//! implementation over the upstream's side-channel HTTP client (the one admission and
-//! the manifest cache use); it is the one place to re-point at the shared registry
-//! client of `src/upstream/` once that exists.
+//! implementation over the one registry client (`upstream::registry`): credentials
+//! resolved when a call is sent, 401 handling, one deadline, loud body limits.
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
+use http::{HeaderValue, Method};
 
 use crate::oci::Digest;
+use crate::upstream::credentials::Scopes;
+use crate::upstream::registry::{Auth, Caller, RegistryError, Request};
 use crate::upstream::Upstream;
 
 use super::index::INDEX_MEDIA_TYPE;
@@ -70,40 +72,50 @@ pub trait RegistryIo: Send + Sync {
     ) -> Result<UpstreamReferrers, IoError>;
 }
 
-/// [`RegistryIo`] over an upstream's side-channel client, with the `Authorization`
-/// the request at hand may use there (the proxy's account, or the client's own).
+/// On whose behalf the referrers and trust side calls go upstream.
+#[derive(Debug, Clone)]
+pub enum IoAuth {
+    /// The proxy's own account (scopes for the repository asked per call).
+    Account,
+    /// The client's own `Authorization`, passed on (no proxy account, no proxy auth).
+    Client(HeaderValue),
+    /// No credentials at all.
+    Anonymous,
+}
+
+/// [`RegistryIo`] over the registry client of one upstream.
 pub struct UpstreamIo<'a> {
     pub upstream: &'a Upstream,
-    pub authorization: Option<String>,
+    pub auth: IoAuth,
 }
 
 impl UpstreamIo<'_> {
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = self.upstream.http.request(method, self.upstream.url(path));
-        if let Some(a) = &self.authorization {
-            r = r.header(http::header::AUTHORIZATION, a.as_str());
+    fn caller(&self, repo: &str, push: bool) -> Caller<'_> {
+        match &self.auth {
+            IoAuth::Account => {
+                let actions = if push { "pull,push" } else { "pull" };
+                Caller {
+                    auth: Auth::Account(Scopes::Listed(vec![format!(
+                        "repository:{repo}:{actions}"
+                    )])),
+                    ..Caller::default()
+                }
+            }
+            IoAuth::Client(h) => Caller {
+                auth: Auth::Client(h),
+                ..Caller::default()
+            },
+            IoAuth::Anonymous => Caller::default(),
         }
-        r
     }
 }
 
-async fn read_capped(mut r: reqwest::Response, max: u64) -> Result<Bytes, IoError> {
-    let mut body = BytesMut::new();
-    while let Some(chunk) = r
-        .chunk()
-        .await
-        .map_err(|e| IoError::Unreachable(e.to_string()))?
-    {
-        if (body.len() + chunk.len()) as u64 > max {
-            return Err(IoError::TooLarge(max));
-        }
-        body.extend_from_slice(&chunk);
+fn io_error(e: RegistryError) -> IoError {
+    match e {
+        RegistryError::Status { status, .. } => IoError::Status(status),
+        RegistryError::TooLarge { limit, .. } => IoError::TooLarge(limit),
+        e => IoError::Unreachable(e.to_string()),
     }
-    Ok(body.freeze())
-}
-
-fn send_error(e: reqwest::Error) -> IoError {
-    IoError::Unreachable(e.to_string())
 }
 
 #[async_trait]
@@ -114,29 +126,21 @@ impl RegistryIo for UpstreamIo<'_> {
         reference: &str,
         max: u64,
     ) -> Result<Option<FetchedManifest>, IoError> {
-        let r = self
-            .request(
-                reqwest::Method::GET,
-                &format!("/v2/{repo}/manifests/{reference}"),
-            )
-            .header(http::header::ACCEPT, crate::cache::FULL_ACCEPT)
-            .send()
+        let caller = self.caller(repo, false);
+        let m = self
+            .upstream
+            .registry()
+            .manifest_get(&caller, repo, reference, max)
             .await
-            .map_err(send_error)?;
-        match r.status().as_u16() {
-            200 => {}
-            404 => return Ok(None),
-            s => return Err(IoError::Status(s)),
-        }
-        let content_type = r
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
-        Ok(Some(FetchedManifest {
-            content_type,
-            body: read_capped(r, max).await?,
+            .map_err(io_error)?;
+        Ok(m.map(|m| FetchedManifest {
+            content_type: m
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned(),
+            body: m.body,
         }))
     }
 
@@ -147,20 +151,25 @@ impl RegistryIo for UpstreamIo<'_> {
         media_type: &str,
         body: Bytes,
     ) -> Result<(), IoError> {
+        let caller = self.caller(repo, true);
+        let ct = HeaderValue::from_str(media_type)
+            .map_err(|_| IoError::Unreachable(format!("media type `{media_type}`")))?;
         let r = self
-            .request(
-                reqwest::Method::PUT,
+            .upstream
+            .registry()
+            .manifest_put(
+                &caller,
                 &format!("/v2/{repo}/manifests/{reference}"),
+                Some(&ct),
+                body,
+                64 * 1024,
             )
-            .header(http::header::CONTENT_TYPE, media_type)
-            .body(body)
-            .send()
             .await
-            .map_err(send_error)?;
-        if r.status().is_success() {
+            .map_err(io_error)?;
+        if r.status.is_success() {
             Ok(())
         } else {
-            Err(IoError::Status(r.status().as_u16()))
+            Err(IoError::Status(r.status.as_u16()))
         }
     }
 
@@ -170,20 +179,12 @@ impl RegistryIo for UpstreamIo<'_> {
         digest: &Digest,
         max: u64,
     ) -> Result<Option<Bytes>, IoError> {
-        let r = self
-            .request(reqwest::Method::GET, &format!("/v2/{repo}/blobs/{digest}"))
-            .send()
+        let caller = self.caller(repo, false);
+        self.upstream
+            .registry()
+            .blob_bytes(&caller, repo, digest, max)
             .await
-            .map_err(send_error)?;
-        match r.status().as_u16() {
-            200 => {}
-            404 => return Ok(None),
-            s => return Err(IoError::Status(s)),
-        }
-        if r.content_length().is_some_and(|l| l > max) {
-            return Err(IoError::TooLarge(max));
-        }
-        Ok(Some(read_capped(r, max).await?))
+            .map_err(io_error)
     }
 
     async fn get_referrers(
@@ -193,28 +194,31 @@ impl RegistryIo for UpstreamIo<'_> {
         artifact_type: Option<&str>,
         max: u64,
     ) -> Result<UpstreamReferrers, IoError> {
-        let mut req = self.request(
-            reqwest::Method::GET,
-            &format!("/v2/{repo}/referrers/{subject}"),
-        );
-        if let Some(at) = artifact_type {
-            req = req.query(&[("artifactType", at)]);
+        let caller = self.caller(repo, false);
+        let mut path = format!("/v2/{repo}/referrers/{subject}");
+        if let Some(t) = artifact_type {
+            path.push_str("?artifactType=");
+            path.extend(url::form_urlencoded::byte_serialize(t.as_bytes()));
         }
-        let r = req.send().await.map_err(send_error)?;
-        let status = r.status().as_u16();
+        let r = self
+            .upstream
+            .registry()
+            .send(&caller, Request::new(Method::GET, path).max_body(max))
+            .await
+            .map_err(io_error)?;
         let is_index = r
-            .headers()
+            .headers
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with(INDEX_MEDIA_TYPE));
         let filtered = r
-            .headers()
+            .headers
             .get("oci-filters-applied")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.split(',').any(|f| f.trim() == "artifactType"));
-        match status {
+        match r.status.as_u16() {
             200 if is_index => Ok(UpstreamReferrers::Supported {
-                body: read_capped(r, max).await?,
+                body: r.body,
                 filtered,
             }),
             // Distribution 2.8 answers 404 `page not found` for the unknown route; some

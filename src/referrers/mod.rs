@@ -11,5 +11,5 @@ pub mod io;
 pub mod service;
 
 pub use index::{fallback_tag, is_fallback_tag, pushed_referrer, ReferrerDescriptor};
-pub use io::{RegistryIo, UpstreamIo};
+pub use io::{IoAuth, RegistryIo, UpstreamIo};
 pub use service::{Listing, ReferrerService, ReferrersError, Support};
