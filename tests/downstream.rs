@@ -153,7 +153,7 @@ fn next_response(s: &mut TcpStream, buf: &mut Vec<u8>, pos: &mut usize, head: bo
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
             .and_then(|(_, v)| v.parse().ok())
-            .expect("Content-Length or chunked")
+            .unwrap_or_else(|| panic!("neither Content-Length nor chunked: {text}"))
     };
     while buf.len() < end + len {
         let n = s.read(&mut chunk).expect("read response body");

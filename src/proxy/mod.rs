@@ -643,8 +643,11 @@ impl ProxyHttp for MargoProxy {
             || rewrite::wants_catalog_body_rewrite(ctx, resp)
         {
             // The body names repositories as the upstream knows them: it will be rewritten,
-            // so its length changes and the response goes out chunked.
+            // so its length changes and the response goes out chunked. Said explicitly:
+            // without either header a keep-alive response has no framing at all (the
+            // pipelining test caught a tags list that way).
             resp.remove_header(&http::header::CONTENT_LENGTH);
+            resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
             ctx.body_rewrite = Some(bytes::BytesMut::new());
         }
         respond::stamp(resp, ctx)
