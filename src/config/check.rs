@@ -143,7 +143,32 @@ pub fn check(c: &Config, loc: &Locator) -> Report {
                 ),
             );
         }
-        if let Some(cred) = &v.credentials {
+        if let Some(ecr) = v.credentials.as_ref().and_then(|c| c.ecr.as_ref()) {
+            let cred = v.credentials.as_ref();
+            if cred.is_some_and(|c| {
+                c.username.is_some()
+                    || c.password.is_some()
+                    || c.password_env.is_some()
+                    || c.password_file.is_some()
+            }) {
+                k.at_path(
+                    &format!("{path}.credentials"),
+                    "credentials: ecr replaces username and password; set one or the other",
+                );
+            }
+            for (key, m) in ecr.problems() {
+                k.at_path(
+                    &format!("{path}.credentials.ecr.{key}"),
+                    format!("upstream `{}` credentials.ecr.{key}: {m}", v.name),
+                );
+            }
+        } else if let Some(cred) = &v.credentials {
+            if cred.username.is_none() {
+                k.at_path(
+                    &format!("{path}.credentials"),
+                    "credentials: set username (with one of password, password_env, password_file), or ecr",
+                );
+            }
             let n = [
                 cred.password.is_some(),
                 cred.password_env.is_some(),

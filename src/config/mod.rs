@@ -142,6 +142,10 @@ pub struct UpstreamConfig {
     pub tls: UpstreamTls,
     #[serde(default)]
     pub credentials: Option<Credentials>,
+    /// What blob GETs answered with a redirect to object storage get (`pass`: the
+    /// client follows it; `follow`: the proxy fetches it and streams it).
+    #[serde(default)]
+    pub blob_redirects: crate::upstream::redirect::BlobRedirects,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,11 +177,15 @@ fn yes() -> bool {
 }
 
 /// The proxy's own account at the upstream. Used for basic auth or for the distribution
-/// token flow, whichever the upstream's challenge asks for.
+/// token flow, whichever the upstream's challenge asks for. Either `username` with one
+/// password source, or `ecr` (Amazon ECR: the password is an ECR authorization token).
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
-    pub username: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub ecr: Option<crate::upstream::aws::ecr::EcrConfig>,
     #[serde(default)]
     pub password: Option<String>,
     /// Read the password from this environment variable (keeps secrets out of the file).
@@ -192,6 +200,7 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("ecr", &self.ecr)
             .finish()
     }
 }

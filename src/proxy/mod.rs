@@ -4,6 +4,7 @@
 mod access;
 mod admission;
 pub mod blob;
+mod blob_follow;
 mod catalog;
 pub mod ctx;
 mod downstream;
@@ -90,6 +91,7 @@ impl ProxyState {
             false => None,
         };
         let metrics = Metrics::new(&config.metrics).map_err(|e| e.to_string())?;
+        crate::upstream::aws::ecr::register_metrics(metrics.registry());
         let (coherence, bus_worker) = crate::bus::Coherence::new(
             cache.clone(),
             upstreams.iter().map(|u| u.name.clone()).collect(),
@@ -474,7 +476,8 @@ impl ProxyHttp for MargoProxy {
             return Ok(true);
         }
         if matches!(operation, Operation::BlobGet | Operation::BlobHead)
-            && blob::try_serve(self, session, ctx).await?
+            && (blob::try_serve(self, session, ctx).await?
+                || blob_follow::serve(self, session, ctx).await?)
         {
             return Ok(true);
         }

@@ -25,7 +25,7 @@ const TOKEN_DEADLINE: Duration = Duration::from_secs(30);
 /// Lifetime of a token whose answer has no `expires_in` (the specification's default).
 const DEFAULT_TOKEN_LIFETIME: u64 = 60;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CredentialError {
     #[error("upstream unreachable: {0}")]
     Unreachable(String),
@@ -35,6 +35,9 @@ pub enum CredentialError {
     BadResponse(String),
     #[error("upstream token realm refused: {0}")]
     BadRealm(String),
+    /// No ECR authorization token (AWS credentials, the ECR API).
+    #[error(transparent)]
+    Ecr(#[from] super::aws::ecr::EcrError),
 }
 
 struct Secret(String);
@@ -59,6 +62,8 @@ enum Account {
         username: String,
         password: Secret,
     },
+    /// Amazon ECR: the password is an authorization token from the ECR API.
+    Ecr(super::aws::ecr::EcrTokens),
 }
 
 /// Answers "what `Authorization` do I send for this scope?".
@@ -137,20 +142,33 @@ impl UpstreamCredentials {
         }
     }
 
-    /// Whether the proxy has an account of its own here (not just anonymous tokens).
-    pub fn has_account(&self) -> bool {
-        matches!(self.account, Account::Basic { .. })
+    /// The account of an Amazon ECR registry: its `Basic` password is an ECR
+    /// authorization token, fetched and renewed with the AWS credential chain.
+    pub fn ecr(
+        tokens: super::aws::ecr::EcrTokens,
+        ping_url: String,
+        http: reqwest::Client,
+    ) -> Self {
+        Self::with_account(Account::Ecr(tokens), ping_url, http)
     }
 
-    fn basic(&self) -> Option<String> {
-        let Account::Basic { username, password } = &self.account else {
-            return None;
-        };
-        let raw = format!("{username}:{}", password.0);
-        Some(format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(raw)
-        ))
+    /// Whether the proxy has an account of its own here (not just anonymous tokens).
+    pub fn has_account(&self) -> bool {
+        matches!(self.account, Account::Basic { .. } | Account::Ecr(_))
+    }
+
+    async fn basic(&self) -> Result<Option<String>, CredentialError> {
+        match &self.account {
+            Account::Anonymous => Ok(None),
+            Account::Basic { username, password } => {
+                let raw = format!("{username}:{}", password.0);
+                Ok(Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(raw)
+                )))
+            }
+            Account::Ecr(tokens) => Ok(Some(tokens.authorization().await?.to_string())),
+        }
     }
 
     /// Learns how the upstream wants to be authenticated (once, or from a 401's challenge).
@@ -187,6 +205,10 @@ impl UpstreamCredentials {
     pub async fn rejected(&self, scopes: &[String], www_authenticate: Option<&str>) {
         self.learn_named_scopes(scopes, www_authenticate).await;
         let learnt = self.challenge.read().await.clone();
+        if let (Account::Ecr(tokens), Some(Challenge::Basic)) = (&self.account, &learnt) {
+            // The ECR token itself was refused (revoked, or expired early).
+            tokens.forget();
+        }
         if let Some(Challenge::Bearer { service, .. }) = &learnt {
             self.tokens
                 .invalidate(&token_key(service.as_deref(), scopes))
@@ -240,7 +262,7 @@ impl UpstreamCredentials {
     ) -> Result<Option<String>, CredentialError> {
         match self.challenge().await? {
             Challenge::None => Ok(None),
-            Challenge::Basic => Ok(self.basic()),
+            Challenge::Basic => self.basic().await,
             Challenge::Bearer { realm, service } => {
                 let key = token_key(service.as_deref(), scopes);
                 if let Some(t) = self.tokens.get(&key).await {
@@ -254,12 +276,7 @@ impl UpstreamCredentials {
                     .tokens
                     .try_get_with(key, self.fetch_token(&realm, service.as_deref(), &asked))
                     .await
-                    .map_err(|e: Arc<CredentialError>| match &*e {
-                        CredentialError::Unreachable(m) => CredentialError::Unreachable(m.clone()),
-                        CredentialError::Refused(s) => CredentialError::Refused(*s),
-                        CredentialError::BadResponse(m) => CredentialError::BadResponse(m.clone()),
-                        CredentialError::BadRealm(m) => CredentialError::BadRealm(m.clone()),
-                    })?;
+                    .map_err(|e: Arc<CredentialError>| (*e).clone())?;
                 Ok(Some(format!("Bearer {}", token.value)))
             }
         }
@@ -281,7 +298,7 @@ impl UpstreamCredentials {
         self.check_realm(realm)?;
         let started = Instant::now();
         let mut req = self.http.get(realm).query(&query).timeout(TOKEN_DEADLINE);
-        if let Some(basic) = self.basic() {
+        if let Some(basic) = self.basic().await? {
             req = req.header(http::header::AUTHORIZATION, basic);
         }
         let mut resp = req
@@ -519,7 +536,7 @@ mod tests {
         );
         assert!(http.check_realm("http://127.0.0.1:5001/token").is_ok());
         assert!(!http.has_account());
-        assert!(http.basic().is_none());
+        assert!(matches!(&http.account, Account::Anonymous));
         assert!(https.has_account());
     }
 

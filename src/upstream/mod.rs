@@ -1,12 +1,14 @@
 //! The registries behind the proxy: how to reach them (Pingora peers for streamed traffic,
 //! a small HTTP client for the proxy's own calls), how to authenticate, how names map.
 
+pub mod aws;
 pub mod challenge;
 pub mod credentials;
 pub mod deadline;
 pub mod forward;
 pub mod forwarded;
 pub mod location;
+pub mod redirect;
 pub mod registry;
 pub mod routing;
 pub mod tls;
@@ -47,6 +49,12 @@ pub struct Upstream {
     /// manifest pushes, token flow, health checks), with the same trust settings.
     pub http: reqwest::Client,
     pub credentials: Option<UpstreamCredentials>,
+    /// What a blob redirect to object storage gets.
+    pub blob_redirects: redirect::BlobRedirects,
+    /// The client for object storage when redirects are followed: system roots (the
+    /// storage is not the registry), no redirects of its own, never the proxy's
+    /// credentials.
+    storage: Option<reqwest::Client>,
     dns: moka::future::Cache<(), SocketAddr>,
 }
 
@@ -83,14 +91,37 @@ impl Upstream {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
         let http = builder.build().map_err(|e| err(e.to_string()))?;
+        let ping = format!("{base}/v2/");
         let credentials = match &cfg.credentials {
-            Some(c) => Some(UpstreamCredentials::new(
-                c.username.clone(),
-                c.resolve_password().map_err(err)?,
-                format!("{base}/v2/"),
-                http.clone(),
-            )),
+            Some(c) => match (&c.ecr, &c.username) {
+                (Some(ecr), None) => Some(UpstreamCredentials::ecr(
+                    aws::ecr::EcrTokens::new(
+                        &cfg.name,
+                        ecr.clone(),
+                        aws_client(timeouts).map_err(err)?,
+                    ),
+                    ping,
+                    http.clone(),
+                )),
+                (None, Some(username)) => Some(UpstreamCredentials::new(
+                    username.clone(),
+                    c.resolve_password().map_err(err)?,
+                    ping,
+                    http.clone(),
+                )),
+                _ => {
+                    return Err(err(
+                        "credentials: set username and a password, or ecr".into()
+                    ))
+                }
+            },
             None => None,
+        };
+        let storage = match cfg.blob_redirects {
+            redirect::BlobRedirects::Follow => {
+                Some(redirect::storage_client(timeouts, cfg.tls.verify).map_err(err)?)
+            }
+            redirect::BlobRedirects::Pass => None,
         };
         Ok(Upstream {
             name: cfg.name.clone(),
@@ -100,12 +131,19 @@ impl Upstream {
             timeouts: timeouts.clone(),
             http,
             credentials,
+            blob_redirects: cfg.blob_redirects,
+            storage,
             dns: moka::future::Cache::builder()
                 .max_capacity(1)
                 .time_to_live(DNS_TTL)
                 .build(),
             base,
         })
+    }
+
+    /// The object-storage client, when this upstream's redirects are followed.
+    pub fn storage(&self) -> Option<&reqwest::Client> {
+        self.storage.as_ref()
     }
 
     /// A Pingora peer for this upstream with every timeout set (Pingora's are unset).
@@ -162,4 +200,16 @@ impl Upstream {
             Err(_) => false,
         }
     }
+}
+
+/// The client for the AWS APIs (ECR, metadata endpoints): system roots, whatever CA the
+/// registry itself is trusted with.
+fn aws_client(timeouts: &Timeouts) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .connect_timeout(timeouts.connect)
+        .read_timeout(timeouts.read)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("margo-proxy/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
 }

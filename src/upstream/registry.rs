@@ -632,8 +632,8 @@ impl<'u> Registry<'u> {
     }
 
     /// `GET /v2/<name>/blobs/<digest>`, streamed, at most `max` bytes; `None` for 404.
-    /// A redirect (object storage behind the registry) is followed once, without the
-    /// proxy's credentials and under the same deadline.
+    /// A redirect (object storage behind the registry) is followed without the proxy's
+    /// credentials and under the same deadline ([`super::redirect`]'s limits).
     pub async fn blob(
         &self,
         caller: &Caller<'_>,
@@ -642,47 +642,87 @@ impl<'u> Registry<'u> {
         max: u64,
     ) -> Result<Option<BodyStream>, RegistryError> {
         let req = Request::new(Method::GET, format!("/v2/{name}/blobs/{digest}")).max_body(max);
-        let after = self.upstream.timeouts.read;
-        let started = Instant::now();
-        let r = self.open(caller, req).await?;
-        let r = if r.status.is_redirection() {
-            let to = r
+        let (r, _) = self.blob_following(caller, req).await?;
+        match r.status {
+            StatusCode::OK => Ok(Some(r.body)),
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(self.status(s, caller)),
+        }
+    }
+
+    /// A blob request (`GET`/`HEAD`, maybe with `Range`) whose redirects to object
+    /// storage the proxy follows itself: at most [`super::redirect::MAX_REDIRECTS`] hops,
+    /// http(s) only, each carrying only the request's `Range` (never an
+    /// `Authorization`), all under the request's deadline. The answer of the last hop,
+    /// and whether any redirect was followed.
+    pub async fn blob_following(
+        &self,
+        caller: &Caller<'_>,
+        req: Request,
+    ) -> Result<(Streamed, bool), RegistryError> {
+        let after = req.deadline.unwrap_or(self.upstream.timeouts.read);
+        let deadline = Instant::now() + after;
+        let method = req.method.clone();
+        let range = req.headers.get(http::header::RANGE).cloned();
+        let limit = req.max_body;
+        let mut from = url::Url::parse(&self.upstream.url(&req.path_and_query)).map_err(|e| {
+            RegistryError::Invalid {
+                upstream: self.name(),
+                message: e.to_string(),
+            }
+        })?;
+        let mut r = self.open(caller, req).await?;
+        let client = self.upstream.storage().unwrap_or(&self.upstream.http);
+        let invalid = |message: String| RegistryError::Invalid {
+            upstream: self.name(),
+            message,
+        };
+        let mut hops = 0;
+        while r.status.is_redirection() && r.status != StatusCode::NOT_MODIFIED {
+            if hops == super::redirect::MAX_REDIRECTS {
+                return Err(invalid(format!(
+                    "more than {} redirects",
+                    super::redirect::MAX_REDIRECTS
+                )));
+            }
+            hops += 1;
+            let location = r
                 .headers
                 .get(http::header::LOCATION)
                 .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| RegistryError::Invalid {
-                    upstream: self.name(),
-                    message: "redirect without Location".into(),
-                })?
-                .to_owned();
-            let to = self.upstream.http.get(to).send();
-            let sent = tokio::time::timeout_at(started + after, to)
+                .ok_or_else(|| invalid("redirect without Location".into()))?;
+            let to = super::redirect::next_hop(&from, location).map_err(invalid)?;
+            let mut next = client.request(method.clone(), to.as_str());
+            if let Some(range) = &range {
+                next = next.header(http::header::RANGE, range.clone());
+            }
+            let sent = tokio::time::timeout_at(deadline, next.send())
                 .await
                 .map_err(|_| RegistryError::Timeout {
                     upstream: self.name(),
                     after,
                 })?
                 .map_err(|e| transport_error(&self.upstream.name, after, &e))?;
-            Streamed {
-                status: sent.status(),
+            let status = sent.status();
+            r = Streamed {
+                status,
                 headers: sent.headers().clone(),
                 body: BodyStream {
                     resp: sent,
                     upstream: self.name(),
-                    deadline: started + after,
+                    deadline,
                     after,
-                    limit: max,
+                    limit: if status.is_success() {
+                        limit
+                    } else {
+                        limit.max(DEFAULT_MAX_BODY)
+                    },
                     seen: 0,
                 },
-            }
-        } else {
-            r
-        };
-        match r.status {
-            StatusCode::OK => Ok(Some(r.body)),
-            StatusCode::NOT_FOUND => Ok(None),
-            s => Err(self.status(s, caller)),
+            };
+            from = to;
         }
+        Ok((r, hops > 0))
     }
 
     /// The whole blob, checked against its digest; `None` for 404.
