@@ -66,7 +66,13 @@ fn presigned_by_registry(method: &str, url: &str) -> bool {
         SigningSettings, UriPathNormalizationMode,
     };
     let u = url::Url::parse(url).unwrap();
-    let q: std::collections::HashMap<String, String> = u.query_pairs().into_owned().collect();
+    let q: Vec<(String, String)> = u.query_pairs().into_owned().collect();
+    let get = |k: &str| {
+        q.iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
     let mut base = u.clone();
     base.set_query(None);
     let identity: aws_smithy_runtime_api::client::identity::Identity =
@@ -74,14 +80,14 @@ fn presigned_by_registry(method: &str, url: &str) -> bool {
             .into();
     let mut settings = SigningSettings::default();
     settings.signature_location = SignatureLocation::QueryParams;
-    settings.expires_in = Some(Duration::from_secs(q["X-Amz-Expires"].parse().unwrap()));
+    settings.expires_in = Some(Duration::from_secs(get("X-Amz-Expires").parse().unwrap()));
     settings.percent_encoding_mode = PercentEncodingMode::Single;
     settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
     let params = aws_sigv4::sign::v4::SigningParams::builder()
         .identity(&identity)
         .region(aws::REGION)
         .name("s3")
-        .time(amz_date(&q["X-Amz-Date"]))
+        .time(amz_date(&get("X-Amz-Date")))
         .settings(settings)
         .build()
         .unwrap()
@@ -93,8 +99,15 @@ fn presigned_by_registry(method: &str, url: &str) -> bool {
         SignableBody::UnsignedPayload,
     )
     .unwrap();
-    let (_, signature) = sign(req, &params).unwrap().into_parts();
-    signature == q["X-Amz-Signature"]
+    let (instructions, signature) = sign(req, &params).unwrap().into_parts();
+    // Every query parameter is one the signature covers, with the value it signed.
+    let signed: std::collections::BTreeMap<String, String> = instructions
+        .params()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let given: std::collections::BTreeMap<String, String> = q.into_iter().collect();
+    signature == given["X-Amz-Signature"] && signed == given
 }
 
 #[test]
@@ -449,6 +462,30 @@ fn blob_redirects_follow_streams_from_storage_and_fills_the_cache() {
         std::fs::read(out.join("blobs/sha256").join(&d[7..])).unwrap(),
         layer
     );
+    // A range of a blob not cached yet: the storage's 206, the Range passed on to it.
+    let other = b"0123456789 another layer, read in part".to_vec();
+    let od = push_blob(&c, &proxy.url(), "follow/app", &other);
+    let r = c
+        .get(format!("{}/v2/follow/app/blobs/{od}", proxy.url()))
+        .header("Range", "bytes=2-5")
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes 2-5/{}", other.len()).as_str()
+    );
+    assert_eq!(&r.bytes().unwrap()[..], b"2345");
+    let okey = format!("/sha256/{}/{}/data", &od[7..9], &od[7..]);
+    let ranged: Vec<_> = s
+        .moto
+        .requests()
+        .into_iter()
+        .filter(|r| r["url"].as_str().unwrap_or("").contains(&okey))
+        .filter(|r| aws::header(r, "range").as_deref() == Some("bytes=2-5"))
+        .collect();
+    assert_eq!(ranged.len(), 1, "the storage got the client's Range");
+    assert_eq!(aws::header(&ranged[0], "authorization"), None);
     // An unknown blob is the registry's own 404, relayed.
     let missing = sha256(b"not pushed");
     let r = c

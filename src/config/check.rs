@@ -355,6 +355,49 @@ server: { threads: 2, shutdown_timeout: 5s }
     }
 
     #[test]
+    fn ecr_credentials_and_blob_redirects_are_checked() {
+        let with = |creds: &str| {
+            OK.replace(
+                "url: http://127.0.0.1:5000\n",
+                &format!("url: http://127.0.0.1:5000\n    credentials: {creds}\n    blob_redirects: follow\n"),
+            )
+        };
+        let c = Config::parse(&with(
+            "{ecr: {region: eu-west-1, registry_id: \"123456789012\"}}",
+        ))
+        .unwrap();
+        let u = &c.upstreams[0].value;
+        assert_eq!(
+            u.blob_redirects,
+            crate::upstream::redirect::BlobRedirects::Follow
+        );
+        let ecr = u.credentials.as_ref().and_then(|c| c.ecr.as_ref()).unwrap();
+        assert_eq!(ecr.refresh_margin, Duration::from_secs(3600));
+        for (creds, key) in [
+            (
+                "{username: u, password: p, ecr: {region: eu-west-1}}",
+                "credentials",
+            ),
+            ("{ecr: {region: Europe}}", "credentials.ecr.region"),
+            (
+                "{ecr: {region: eu-west-1, endpoint: \"ftp://x\"}}",
+                "credentials.ecr.endpoint",
+            ),
+            (
+                "{ecr: {region: eu-west-1, refresh_margin: 13h}}",
+                "credentials.ecr.refresh_margin",
+            ),
+            ("{ecr: {region: eu-west-1, profile: x}}", "profile"),
+            ("{password: p}", "credentials"),
+        ] {
+            let e = Config::parse(&with(creds)).unwrap_err().to_string();
+            assert!(e.contains(key), "{creds}: {e}");
+        }
+        let bad = with("{ecr: {region: eu-west-1}}").replace("follow", "chase");
+        assert!(Config::parse(&bad).is_err());
+    }
+
+    #[test]
     fn unknown_keys_are_errors_with_a_line() {
         let bad = OK.replace("kind: app", "kind: app\n    kinde: app");
         let e = Config::parse(&bad).unwrap_err().to_string();
