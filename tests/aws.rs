@@ -494,3 +494,37 @@ fn blob_redirects_follow_streams_from_storage_and_fills_the_cache() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[test]
+fn a_failed_refresh_keeps_the_valid_token_and_is_counted() {
+    let s = aws::shared();
+    // Its own ECR endpoint, stopped half way (the shared moto also holds the S3 data).
+    let ecr = aws::Moto::start();
+    let proxy = AwsProxy::start(
+        &ecr_config(
+            &s.registry.url(),
+            &ecr.url(),
+            ", refresh_margin: 11h59m57s",
+            "",
+        ),
+        "AKIDOUTAGE",
+    );
+    let url = format!("{}/v2/ecr/outage/tags/list", proxy.url());
+    assert_eq!(http().get(&url).send().unwrap().status(), 404);
+    assert_eq!(ecr.wait_token_calls("AKIDOUTAGE", 1), 1);
+    drop(ecr);
+    std::thread::sleep(Duration::from_millis(3500));
+    // Due for renewal, the ECR API gone: the token, still valid, keeps serving.
+    assert_eq!(http().get(&url).send().unwrap().status(), 404);
+    let series = |result: &str| {
+        proxy.metric(&format!(
+            r#"margo_proxy_ecr_token_requests_total{{result="{result}",upstream="ecr"}}"#
+        ))
+    };
+    // One failed attempt, not one per request: the next is 30 s later.
+    for _ in 0..3 {
+        assert_eq!(http().get(&url).send().unwrap().status(), 404);
+    }
+    assert_eq!(series("ok"), 1.0);
+    assert_eq!(series("error"), 1.0);
+}

@@ -5,7 +5,8 @@
 //!
 //! One token per upstream, refreshed `refresh_margin` before it expires; one refresh at
 //! a time (the others keep using the old token while it is valid, or wait for the new
-//! one); a failed refresh keeps a still-valid token. Every fetch is counted in
+//! one); a failed refresh keeps a still-valid token (and is retried 30 s later, not by
+//! every request). Every fetch is counted in
 //! `margo_proxy_ecr_token_requests_total{upstream,result}`.
 
 use std::sync::{Arc, LazyLock};
@@ -24,6 +25,8 @@ const DOCUMENTED_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 const MAX_ANSWER: usize = 64 * 1024;
 /// The whole token request, credential chain included.
 const FETCH_DEADLINE: Duration = Duration::from_secs(30);
+/// After a failed renewal, how long a still-valid token serves before the next attempt.
+const RETRY_AFTER: Duration = Duration::from_secs(30);
 const TARGET: &str = "AmazonEC2ContainerRegistry_V20150921.GetAuthorizationToken";
 
 fn default_margin() -> Duration {
@@ -224,10 +227,17 @@ impl EcrTokens {
             Err(e) => {
                 count(&self.upstream, "error");
                 tracing::warn!(upstream = %self.upstream, error = %e, "ECR token fetch failed");
-                match self.current().filter(|t| Instant::now() < t.expires) {
-                    Some(t) => Ok(t.header),
-                    None => Err(e),
+                let Some(mut t) = self.current().filter(|t| Instant::now() < t.expires) else {
+                    return Err(e);
+                };
+                // The token still serves; the next attempt waits a little, so requests
+                // do not each wait for an ECR API that is down or hanging.
+                let left = t.expires.saturating_duration_since(Instant::now());
+                t.refresh_at = Instant::now() + RETRY_AFTER.min(left / 2);
+                if let Ok(mut g) = self.current.write() {
+                    *g = Some(t.clone());
                 }
+                Ok(t.header)
             }
         }
     }
