@@ -63,6 +63,10 @@ pub fn build(config: &Config) -> Result<Built, ServeError> {
             .spawn_crawler()
             .map_err(|e| ServeError::Setup(format!("catalog crawler: {e}")))?;
     }
+    if let Some(git) = &state.git {
+        git.spawn()
+            .map_err(|e| ServeError::Setup(format!("git mirrors: {e}")))?;
+    }
     let upstreams = state.upstreams.clone();
     let metrics_state = state.clone();
     let drain = std::sync::Arc::new(Drain::default());
@@ -122,6 +126,7 @@ pub fn build(config: &Config) -> Result<Built, ServeError> {
                 auth: metrics_state.auth.clone(),
                 coherence: metrics_state.coherence.clone(),
                 events_token,
+                git: metrics_state.git.clone(),
             }),
         );
         svc.add_tcp(&admin.address);

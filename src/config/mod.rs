@@ -136,12 +136,16 @@ pub struct Admin {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub name: String,
-    /// `http://host:port` or `https://host[:port]`, no path.
+    /// `http://host:port` or `https://host[:port]`, no path. Empty for a Git upstream.
+    #[serde(default)]
     pub url: String,
     #[serde(default)]
     pub tls: UpstreamTls,
     #[serde(default)]
     pub credentials: Option<Credentials>,
+    /// A Git repository instead of a registry (`url` is then left out).
+    #[serde(default)]
+    pub git: Option<crate::git::source::GitConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

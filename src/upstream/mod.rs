@@ -47,6 +47,8 @@ pub struct Upstream {
     /// manifest pushes, token flow, health checks), with the same trust settings.
     pub http: reqwest::Client,
     pub credentials: Option<UpstreamCredentials>,
+    /// Served from a Git mirror, not over HTTP.
+    pub git: bool,
     dns: moka::future::Cache<(), SocketAddr>,
 }
 
@@ -56,7 +58,12 @@ impl Upstream {
             name: cfg.name.clone(),
             message,
         };
-        let base = url::parse_base(&cfg.url).map_err(err)?;
+        // A Git upstream is answered by the proxy itself (`crate::git::source`); its
+        // base is a name that never resolves (RFC 6761), should anything try.
+        let base = match &cfg.git {
+            Some(_) => url::parse_base("http://git.invalid").map_err(err)?,
+            None => url::parse_base(&cfg.url).map_err(err)?,
+        };
         let sni = cfg.tls.sni.clone().unwrap_or_else(|| base.host.clone());
         if sni.is_empty() {
             return Err(err("TLS server name is empty".into()));
@@ -100,6 +107,7 @@ impl Upstream {
             timeouts: timeouts.clone(),
             http,
             credentials,
+            git: cfg.git.is_some(),
             dns: moka::future::Cache::builder()
                 .max_capacity(1)
                 .time_to_live(DNS_TTL)
@@ -151,6 +159,10 @@ impl Upstream {
 
     /// `/v2/` answers at all (any status below 500 means the registry is up).
     pub async fn is_ready(&self) -> bool {
+        if self.git {
+            // Its readiness is the mirror's (see the admin listener).
+            return true;
+        }
         match self
             .http
             .get(self.url("/v2/"))
