@@ -2,6 +2,7 @@
 //! `margo-proxy` binary, each on an ephemeral 127.0.0.1 port, each killed when dropped.
 #![allow(dead_code)]
 
+pub mod git;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
