@@ -111,6 +111,7 @@ upstreams:
       mirror_dir: "{mirror}"
 routes:
   - {{match: "git/**", upstream: gitapps, kind: app, rewrite: {{strip: "git/", prefix: ""}}}}
+catalog: {{enabled: true}}
 server: {{threads: 2}}
 "#,
         cert = t.join("server.crt").display(),

@@ -124,7 +124,7 @@ impl ProxyState {
             config.cache.enabled,
         ));
         let git = crate::git::source::GitSources::from_config(config, metrics.registry())?;
-        let catalog = crate::catalog::from_config(config, &upstreams)?;
+        let catalog = crate::catalog::from_config(config, &upstreams, git.clone())?;
         let state = ProxyState {
             coherence,
             policy,

@@ -46,7 +46,12 @@ pub struct Mirror {
     trigger: Mutex<Option<mpsc::SyncSender<()>>>,
     pub webhook_secret: Option<Secret>,
     metrics: metrics::GitMetrics,
+    /// Called (on the fetch thread) after a refresh changed what the tags point at.
+    listeners: Mutex<Vec<ChangeListener>>,
 }
+
+/// What wants to hear that a mirror's versions changed (the catalog re-indexes).
+pub type ChangeListener = Arc<dyn Fn() + Send + Sync>;
 
 impl Mirror {
     fn new(
@@ -66,6 +71,7 @@ impl Mirror {
             ready: Default::default(),
             trigger: Mutex::new(None),
             metrics,
+            listeners: Mutex::new(Vec::new()),
         })
     }
 
@@ -197,6 +203,16 @@ impl GitSources {
         Ok(Some(Arc::new(Self { mirrors })))
     }
 
+    /// Registers `f` with every mirror (before [`Self::spawn`]).
+    pub fn on_change(&self, f: ChangeListener) {
+        for m in self.mirrors.iter().flatten() {
+            match m.listeners.lock() {
+                Ok(mut g) => g.push(f.clone()),
+                Err(p) => p.into_inner().push(f.clone()),
+            }
+        }
+    }
+
     /// Starts every mirror's fetch thread.
     pub fn spawn(&self) -> std::io::Result<()> {
         for m in self.mirrors.iter().flatten() {
@@ -284,6 +300,22 @@ impl Mirror {
                 out.push((f.tag.clone(), d.clone(), b.clone()));
             }
         }
+        out
+    }
+
+    /// For the catalog: repositories with a served version or a refused one that got
+    /// as far as a manifest.
+    pub fn catalog_repositories(&self) -> Vec<String> {
+        let snap = self.snapshot();
+        let mut out: Vec<String> = snap.repos.keys().cloned().collect();
+        out.extend(
+            snap.refused
+                .iter()
+                .filter(|r| r.manifest.is_some())
+                .map(|r| r.repository.clone()),
+        );
+        out.sort();
+        out.dedup();
         out
     }
 
