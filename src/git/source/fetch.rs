@@ -10,6 +10,9 @@ use gix::protocol::transport::client::blocking_io::http;
 
 use super::config::{GitConfig, Remote, RemoteAuth};
 
+/// Longest one HTTP request of a fetch may take (a pack download included).
+const FETCH_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("cannot open the repository at {path}: {reason}")]
@@ -115,21 +118,27 @@ impl Source {
                 .extra_headers
                 .push(format!("Authorization: Bearer {}", t.expose())),
         }
-        if let Some(ders) = self.ca.clone() {
-            let backend = http::reqwest::Options {
-                configure_client: Some(Box::new(
-                    move |builder: reqwest::blocking::ClientBuilder| {
-                        let certs = ders
-                            .iter()
-                            .filter_map(|d| reqwest::Certificate::from_der(d).ok())
-                            .collect::<Vec<_>>();
-                        Ok(builder.tls_certs_only(certs))
-                    },
-                )),
-                configure_request: None,
-            };
-            options.backend = Some(Arc::new(Mutex::new(backend)));
-        }
+        // reqwest's blocking client has no overall deadline by default: a remote that
+        // stalls would hold the fetch thread forever. The CA bundle goes in here too
+        // (the reqwest backend does not read `http.sslCAInfo`).
+        let ders = self.ca.clone();
+        let backend = http::reqwest::Options {
+            configure_client: Some(Box::new(
+                move |builder: reqwest::blocking::ClientBuilder| {
+                    let builder = builder.timeout(FETCH_REQUEST_TIMEOUT);
+                    Ok(match &ders {
+                        Some(ders) => builder.tls_certs_only(
+                            ders.iter()
+                                .filter_map(|d| reqwest::Certificate::from_der(d).ok())
+                                .collect::<Vec<_>>(),
+                        ),
+                        None => builder,
+                    })
+                },
+            )),
+            configure_request: None,
+        };
+        options.backend = Some(Arc::new(Mutex::new(backend)));
         conn.set_transport_options(Box::new(options));
         // Credentials come from the config only: no helpers, no prompts.
         conn.set_credentials(|_| Ok(None));

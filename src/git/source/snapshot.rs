@@ -37,6 +37,9 @@ const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 const MAX_TREE_BYTES: u64 = 8 << 20;
 /// Deepest directory nesting walked in a package.
 const MAX_DEPTH: usize = 32;
+/// Most distinct blob bytes one snapshot holds in memory (all versions together);
+/// versions past it are refused rather than grow the proxy without bound.
+pub const MAX_SNAPSHOT_BYTES: u64 = 1 << 30;
 
 /// Why a version is not served.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -73,6 +76,8 @@ pub enum PackageError {
     Admission(String),
     #[error("admission refused the package ({0} violations)")]
     Violations(usize),
+    #[error("the mirror already holds {MAX_SNAPSHOT_BYTES} bytes of packages; this version is not loaded")]
+    SnapshotFull,
 }
 
 impl PackageError {
@@ -86,7 +91,9 @@ impl PackageError {
             PackageError::BadName(_) => "bad_name",
             PackageError::TooManyFiles(_) | PackageError::TooDeep => "too_many_files",
             PackageError::FileTooLarge { .. } | PackageError::TreeTooLarge(_) => "file_too_large",
-            PackageError::PackageTooLarge { .. } => "package_too_large",
+            PackageError::PackageTooLarge { .. } | PackageError::SnapshotFull => {
+                "package_too_large"
+            }
             PackageError::Description(_) | PackageError::Resource(..) => "resource",
             PackageError::BadTag(..) => "bad_tag",
             PackageError::Admission(_) | PackageError::Violations(_) => "admission",
@@ -271,7 +278,6 @@ fn package_root(
 struct Built {
     manifest: Bytes,
     digest: Digest,
-    description: Bytes,
     blobs: Vec<(Digest, Bytes)>,
 }
 
@@ -334,7 +340,7 @@ fn build(repo: &gix::Repository, root: ObjectId, cfg: &GitConfig) -> Result<Buil
         description.len(),
         json!({ "org.opencontainers.image.title": "margo.yaml" }),
     )];
-    let mut blobs = vec![(desc_digest, description.clone())];
+    let mut blobs = vec![(desc_digest, description)];
     for r in refs.local() {
         let rel = normalize_relative(&r.reference)
             .map_err(|e| PackageError::Resource(r.reference.clone(), e.to_string()))?;
@@ -377,7 +383,6 @@ fn build(repo: &gix::Repository, root: ObjectId, cfg: &GitConfig) -> Result<Buil
     Ok(Built {
         digest: Digest::sha256_of(&manifest),
         manifest,
-        description,
         blobs,
     })
 }
@@ -411,6 +416,7 @@ pub fn read(
     let refs = repo.references().map_err(|e| e.to_string())?;
     let tags = refs.tags().map_err(|e| e.to_string())?;
     let mut versions: BTreeMap<String, (VersionTag, ObjectId)> = BTreeMap::new();
+    let mut held = 0u64;
     for (n, r) in tags.enumerate() {
         if n >= cfg.max_tags {
             tracing::warn!(
@@ -470,6 +476,17 @@ pub fn read(
             &BuiltBlobs(&built),
             &limits,
         ));
+        let new_bytes: u64 = built
+            .blobs
+            .iter()
+            .filter(|(d, _)| !snap.blobs.contains_key(d))
+            .map(|(_, b)| b.len() as u64)
+            .sum();
+        if held + new_bytes > MAX_SNAPSHOT_BYTES {
+            refuse(&mut snap, PackageError::SnapshotFull, vec![], None);
+            continue;
+        }
+        held += new_bytes;
         let accepted = match decision {
             Ok(d) if d.verdict == Verdict::Accept => Ok(()),
             Ok(d) => Err((
@@ -481,7 +498,6 @@ pub fn read(
         for (d, b) in &built.blobs {
             snap.blobs.entry(d.clone()).or_insert_with(|| b.clone());
         }
-        let _ = &built.description;
         match accepted {
             Ok(()) => {
                 let repo_entry = snap.repos.entry(v.repository.clone()).or_default();
@@ -529,6 +545,82 @@ mod tests {
         assert_eq!(version_tag(Layout::Directories, "x", "v1.0.0"), None);
         assert_eq!(version_tag(Layout::Directories, "x", "../v1.0.0"), None);
         assert_eq!(version_tag(Layout::Directories, "x", "Bad/v1.0.0"), None);
+    }
+
+    fn git(dir: &std::path::Path, args: &[&str]) {
+        let ok = std::process::Command::new("git")
+            .current_dir(dir)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_AUTHOR_NAME", "a")
+            .env("GIT_AUTHOR_EMAIL", "a@b")
+            .env("GIT_COMMITTER_NAME", "a")
+            .env("GIT_COMMITTER_EMAIL", "a@b")
+            .args(args)
+            .status()
+            .expect("git (Debian's) is required")
+            .success();
+        assert!(ok, "git {args:?}");
+    }
+
+    fn config(yaml: &str) -> GitConfig {
+        serde_saphyr::from_str(yaml).expect("config")
+    }
+
+    /// The example package at two tags (one with a disagreeing metadata.version), read
+    /// twice: the same digests, the layers the registry rules ask for, the bad one
+    /// refused by admission.
+    #[test]
+    fn snapshots_are_deterministic_and_admitted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let work = dir.path();
+        let example =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/packages/line-monitor");
+        git(work, &["init", "-q", "-b", "main"]);
+        std::fs::create_dir_all(work.join("resources")).expect("mkdir");
+        for f in [
+            "margo.yaml",
+            "resources/icon.png",
+            "resources/description.md",
+            "resources/license.txt",
+            "resources/release-notes.md",
+        ] {
+            std::fs::copy(example.join(f), work.join(f)).expect("copy");
+        }
+        git(work, &["add", "-A"]);
+        git(work, &["commit", "-q", "-m", "1.4.0"]);
+        git(work, &["tag", "v1.4.0"]);
+        git(work, &["tag", "-a", "-m", "wrong", "v1.5.0"]);
+        let cfg = config(&format!("remote: {}\n", work.display()));
+        let repo = gix::open(work).expect("open");
+        let a = read(&repo, &cfg, "app").expect("snapshot");
+        let b = read(&repo, &cfg, "app").expect("snapshot");
+        let tags = &a.repos["app"].tags;
+        assert_eq!(tags.keys().collect::<Vec<_>>(), ["1.4.0"]);
+        assert_eq!(tags, &b.repos["app"].tags);
+        let m: serde_json::Value =
+            serde_json::from_slice(&a.manifests[&tags["1.4.0"]]).expect("json");
+        assert_eq!(m["artifactType"], ARTIFACT_TYPE);
+        assert_eq!(m["config"]["digest"], EMPTY_JSON_DIGEST);
+        let titles: Vec<&str> = m["layers"]
+            .as_array()
+            .expect("layers")
+            .iter()
+            .map(|l| {
+                l["annotations"]["org.opencontainers.image.title"]
+                    .as_str()
+                    .unwrap_or("")
+            })
+            .collect();
+        assert_eq!(titles[0], "margo.yaml");
+        assert_eq!(titles.len(), 5, "{titles:?}");
+        assert_eq!(a.refused.len(), 1);
+        assert_eq!(a.refused[0].git_tag, "v1.5.0");
+        assert_eq!(a.refused[0].code, "admission");
+        assert!(a.refused[0]
+            .violations
+            .iter()
+            .any(|v| v.rule.as_str() == "margo.manifest.tag"));
     }
 
     #[test]
