@@ -173,6 +173,11 @@ fn a_git_app_at_two_tags_is_pulled_byte_identical_stable_across_restarts_and_rea
         tags(&base, "git/line-monitor").len() == 2
     });
     assert_eq!(tags(&base, "git/line-monitor"), ["1.0.0", "1.1.0"]);
+    let ready = http()
+        .get(format!("{}/readyz", p.admin_url()))
+        .send()
+        .unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().unwrap());
 
     // oras pulls both versions; every file is the Git tree's, byte for byte.
     let mut digests = Vec::new();
@@ -551,6 +556,7 @@ fn hostile_repositories_are_refused_clearly_without_reading_them_into_memory() {
     assert!(p.proc.exited().is_none(), "the proxy is still running");
     // Bounded memory: the 1 GiB file was never read (its size comes from the header).
     let hwm = vm_hwm_kib(p.proc.pid());
+    eprintln!("hostile repositories: proxy peak RSS {hwm} KiB");
     assert!(hwm < 300 * 1024, "peak RSS {hwm} KiB");
     let metrics = http()
         .get(format!("{}/metrics", p.admin_url()))

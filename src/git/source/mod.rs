@@ -236,6 +236,36 @@ impl GitSources {
     pub fn mirrors(&self) -> impl Iterator<Item = &Arc<Mirror>> {
         self.mirrors.iter().flatten()
     }
+
+    /// The mirror serving a client repository name and the name there (`None`: not
+    /// routed to a Git upstream). For callers holding client names (`git clone`).
+    pub fn resolve(
+        &self,
+        router: &crate::upstream::routing::Router,
+        client_repo: &str,
+    ) -> Option<(Arc<Mirror>, String)> {
+        let name = crate::oci::RepoName::parse(client_repo).ok()?;
+        let m = router.route(&name).ok()?;
+        let mirror = self.of(m.route.upstream)?.clone();
+        Some((mirror, m.upstream_name.as_str().to_owned()))
+    }
+
+    /// Every served repository of every Git upstream, in client names.
+    pub fn client_repositories(&self, router: &crate::upstream::routing::Router) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .mirrors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| Some((i, m.as_ref()?)))
+            .flat_map(|(i, m)| {
+                m.repositories()
+                    .into_iter()
+                    .filter_map(move |n| router.client_name(i, &n))
+            })
+            .collect();
+        out.sort();
+        out
+    }
 }
 
 /// The read API of one mirror, in upstream repository names.
