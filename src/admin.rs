@@ -22,6 +22,8 @@ pub struct AdminApp {
     pub coherence: Arc<crate::bus::Coherence>,
     /// The bearer token upstream notifications must carry; `None`: no event endpoints.
     pub events_token: Option<crate::auth::secret::Secret>,
+    /// Git upstreams: their webhooks (`POST /git/<upstream>/hook`), status and readiness.
+    pub git: Option<Arc<crate::git::source::GitSources>>,
 }
 
 #[async_trait]
@@ -30,6 +32,9 @@ impl ServeHttp for AdminApp {
         let path = session.req_header().uri.path().to_owned();
         if let Some(rest) = path.strip_prefix("/events/") {
             return self.upstream_event(session, rest).await;
+        }
+        if let Some(rest) = path.strip_prefix("/git/") {
+            return self.git_endpoint(session, rest).await;
         }
         match path.as_str() {
             "/healthz" => text(200, "ok\n".into()),
@@ -43,6 +48,13 @@ impl ServeHttp for AdminApp {
                 if let Some(m) = &self.metrics {
                     for (name, ok) in &checks {
                         m.set_upstream_up(name, *ok);
+                    }
+                }
+                let mut checks = checks;
+                for m in self.git.iter().flat_map(|g| g.mirrors()) {
+                    // A Git upstream is ready once its first snapshot was read.
+                    if let Some(c) = checks.iter_mut().find(|(n, _)| *n == m.upstream) {
+                        c.1 = m.is_ready();
                     }
                 }
                 let ready = checks.iter().all(|(_, ok)| *ok);
@@ -171,6 +183,93 @@ impl AdminApp {
         {
             Ok(n) => text(200, format!("{n} invalidations applied\n")),
             Err(e) => text(400, format!("{e}\n")),
+        }
+    }
+}
+
+impl AdminApp {
+    /// `POST /git/<upstream>/hook`: fetch now (authenticated by the upstream's
+    /// `webhook_secret`); `GET /git/<upstream>/status`: served tags and refused versions.
+    async fn git_endpoint(&self, session: &mut ServerSession, rest: &str) -> Response<Vec<u8>> {
+        use crate::git::source::hook;
+        let Some((upstream, action)) = rest.split_once('/') else {
+            return text(
+                404,
+                "expected /git/<upstream>/hook or /git/<upstream>/status\n".into(),
+            );
+        };
+        let Some(mirror) = self.git.as_ref().and_then(|g| g.by_name(upstream)) else {
+            return text(
+                404,
+                format!("no Git upstream named `{}`\n", upstream.escape_debug()),
+            );
+        };
+        let method = session.req_header().method.clone();
+        match (action, method) {
+            ("status", http::Method::GET) => {
+                let snap = mirror.snapshot();
+                let tags: std::collections::BTreeMap<_, _> = snap
+                    .repos
+                    .iter()
+                    .map(|(r, v)| (r.clone(), v.tags.keys().cloned().collect::<Vec<_>>()))
+                    .collect();
+                let body = serde_json::json!({
+                    "upstream": mirror.upstream,
+                    "ready": mirror.is_ready(),
+                    "repositories": tags,
+                    "refused": snap.refused,
+                });
+                let mut r = text(200, body.to_string());
+                r.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                r
+            }
+            ("hook", http::Method::POST) => {
+                let Some(secret) = &mirror.webhook_secret else {
+                    return text(404, "this Git upstream has no webhook_secret\n".into());
+                };
+                let header = |n: &str| {
+                    session
+                        .req_header()
+                        .headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let (sig, authz) = (header("x-hub-signature-256"), header("authorization"));
+                let body = tokio::time::timeout(EVENT_BODY_TIMEOUT, async {
+                    let mut body = Vec::new();
+                    while let Some(chunk) = session.read_request_body().await? {
+                        if body.len() + chunk.len() > hook::MAX_HOOK_BODY {
+                            return Ok(None);
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                    Ok::<_, Box<pingora::Error>>(Some(body))
+                })
+                .await;
+                let body = match body {
+                    Ok(Ok(Some(b))) => b,
+                    Ok(Ok(None)) => return text(413, "webhook body too large\n".into()),
+                    Ok(Err(_)) | Err(_) => return text(400, "could not read the body\n".into()),
+                };
+                if hook::authenticate(secret, sig.as_deref(), authz.as_deref(), &body).is_none() {
+                    tracing::warn!(upstream, "git webhook: bad or missing signature");
+                    return text(
+                        401,
+                        "missing or wrong X-Hub-Signature-256 (or bearer secret)\n".into(),
+                    );
+                }
+                mirror.trigger();
+                text(202, "fetch scheduled\n".into())
+            }
+            ("hook", _) => text(405, "POST a webhook delivery here\n".into()),
+            _ => text(
+                404,
+                "expected /git/<upstream>/hook or /git/<upstream>/status\n".into(),
+            ),
         }
     }
 }

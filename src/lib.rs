@@ -24,6 +24,7 @@ pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod downstream;
+pub mod git;
 pub mod logging;
 pub mod margo;
 pub mod metrics;

@@ -63,6 +63,28 @@ pub fn build(config: &Config) -> Result<Built, ServeError> {
             .spawn_crawler()
             .map_err(|e| ServeError::Setup(format!("catalog crawler: {e}")))?;
     }
+    if let Some(git) = &state.git {
+        if let Some(catalog) = state.catalog.clone() {
+            // New or changed Git tags are indexed at once, not at the next crawl.
+            git.on_change(Arc::new(
+                move || match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => {
+                        if let Err(e) = rt.block_on(catalog.crawl()) {
+                            tracing::warn!(error = %e, "catalog crawl after a Git change failed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "catalog crawl after a Git change: no runtime")
+                    }
+                },
+            ));
+        }
+        git.spawn()
+            .map_err(|e| ServeError::Setup(format!("git mirrors: {e}")))?;
+    }
     let upstreams = state.upstreams.clone();
     let metrics_state = state.clone();
     let drain = std::sync::Arc::new(Drain::default());
@@ -122,6 +144,7 @@ pub fn build(config: &Config) -> Result<Built, ServeError> {
                 auth: metrics_state.auth.clone(),
                 coherence: metrics_state.coherence.clone(),
                 events_token,
+                git: metrics_state.git.clone(),
             }),
         );
         svc.add_tcp(&admin.address);

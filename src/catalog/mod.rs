@@ -51,6 +51,7 @@ pub struct CrawlStats {
 pub fn from_config(
     config: &crate::config::Config,
     upstreams: &[Arc<crate::upstream::Upstream>],
+    git: Option<Arc<crate::git::source::GitSources>>,
 ) -> Result<Option<Arc<Catalog>>, String> {
     if !config.catalog.enabled {
         return Ok(None);
@@ -58,6 +59,7 @@ pub fn from_config(
     let source = source::UpstreamSource {
         upstreams: upstreams.to_vec(),
         router: Arc::new(crate::upstream::routing::Router::from_config(config)?),
+        git,
     };
     Ok(Some(Arc::new(Catalog::new(
         config.catalog.clone(),

@@ -63,9 +63,20 @@ pub trait PackageSource: Send + Sync {
 pub struct UpstreamSource {
     pub upstreams: Vec<Arc<Upstream>>,
     pub router: Arc<Router>,
+    /// Git upstreams are read from their mirrors, refused versions included (listed
+    /// with their violations).
+    pub git: Option<Arc<crate::git::source::GitSources>>,
 }
 
 impl UpstreamSource {
+    /// The Git mirror behind `repo`'s route, and the repository's name there.
+    fn git_mirror(&self, repo: &str) -> Option<(Arc<crate::git::source::Mirror>, String)> {
+        let name = RepoName::parse(repo).ok()?;
+        let m = self.router.route(&name).ok()?;
+        let mirror = self.git.as_ref()?.of(m.route.upstream)?.clone();
+        Some((mirror, m.upstream_name.as_str().to_owned()))
+    }
+
     fn resolve(&self, repo: &str) -> Result<(Arc<Upstream>, String), SourceError> {
         let name = RepoName::parse(repo).map_err(|_| SourceError::NotAnApp(repo.to_owned()))?;
         let m = self
@@ -153,7 +164,11 @@ impl PackageSource for UpstreamSource {
     async fn repositories(&self) -> Result<Vec<String>, SourceError> {
         let mut out = Vec::new();
         for (i, upstream) in self.upstreams.iter().enumerate() {
-            for n in self.catalog(upstream).await? {
+            let names = match self.git.as_ref().and_then(|g| g.of(i)) {
+                Some(mirror) => mirror.catalog_repositories(),
+                None => self.catalog(upstream).await?,
+            };
+            for n in names {
                 if let Some(client) = self.router.client_name(i, &n) {
                     if self.resolve(&client).is_ok() {
                         out.push(client);
@@ -168,6 +183,18 @@ impl PackageSource for UpstreamSource {
 
     async fn tags(&self, repo: &str) -> Result<Vec<String>, SourceError> {
         let (upstream, name) = self.resolve(repo)?;
+        if let Some((mirror, name)) = self.git_mirror(repo) {
+            let tags: Vec<String> = mirror
+                .catalog_tags(&name)
+                .into_iter()
+                .map(|t| t.0)
+                .collect();
+            return if tags.is_empty() {
+                Err(SourceError::NotFound)
+            } else {
+                Ok(tags)
+            };
+        }
         upstream
             .registry()
             .tags_list(&Self::caller(Some(&name)), &name, MAX_TAGS)
@@ -178,6 +205,14 @@ impl PackageSource for UpstreamSource {
 
     async fn manifest(&self, repo: &str, reference: &str) -> Result<FetchedManifest, SourceError> {
         let (upstream, name) = self.resolve(repo)?;
+        if let Some((mirror, name)) = self.git_mirror(repo) {
+            return mirror
+                .catalog_tags(&name)
+                .into_iter()
+                .find(|(t, d, _)| t == reference || d.to_string() == reference)
+                .map(|(_, digest, bytes)| FetchedManifest { bytes, digest })
+                .ok_or(SourceError::NotFound);
+        }
         let m = upstream
             .registry()
             .manifest_get(
@@ -198,6 +233,16 @@ impl PackageSource for UpstreamSource {
 
     async fn blob(&self, repo: &str, digest: &Digest, max: u64) -> Result<Bytes, SourceError> {
         let (upstream, name) = self.resolve(repo)?;
+        if let Some((mirror, _)) = self.git_mirror(repo) {
+            let b = mirror.catalog_blob(digest).ok_or(SourceError::NotFound)?;
+            if b.len() as u64 > max {
+                return Err(SourceError::TooLarge {
+                    what: "blob",
+                    limit: max,
+                });
+            }
+            return Ok(b);
+        }
         upstream
             .registry()
             .blob_bytes(&Self::caller(Some(&name)), &name, digest, max)

@@ -123,11 +123,41 @@ pub fn check(c: &Config, loc: &Locator) -> Report {
                 format!("upstream name `{}` is used twice", v.name),
             );
         }
-        if let Err(m) = crate::upstream::url::parse_base(&v.url) {
-            k.at_path(
-                &format!("{path}.url"),
-                format!("upstream `{}`: {m}", v.name),
-            );
+        match &v.git {
+            Some(git) => {
+                if !v.url.is_empty() || v.credentials.is_some() {
+                    k.at_path(
+                        &format!("{path}.git"),
+                        format!("upstream `{}`: a Git upstream has no url or credentials (they go under git:)", v.name),
+                    );
+                }
+                if let Err(m) = git.validate() {
+                    k.at_path(
+                        &format!("{path}.git"),
+                        format!("upstream `{}`: {m}", v.name),
+                    );
+                }
+                if git.remote.starts_with("http://") {
+                    k.warn_path(
+                        &format!("{path}.git.remote"),
+                        format!("upstream `{}`: git.remote is plain http: anyone on the path can change what is served (labs only)", v.name),
+                    );
+                }
+                if git.webhook_secret().ok().flatten().is_some() && c.admin.is_none() {
+                    k.at_path(
+                        &format!("{path}.git"),
+                        "git webhooks are received on the admin listener; set admin.address",
+                    );
+                }
+            }
+            None => {
+                if let Err(m) = crate::upstream::url::parse_base(&v.url) {
+                    k.at_path(
+                        &format!("{path}.url"),
+                        format!("upstream `{}`: {m}", v.name),
+                    );
+                }
+            }
         }
         if let Some(ca) = &v.tls.ca_file {
             if let Err(m) = crate::upstream::tls::load_ca(ca) {

@@ -136,7 +136,8 @@ pub struct Admin {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     pub name: String,
-    /// `http://host:port` or `https://host[:port]`, no path.
+    /// `http://host:port` or `https://host[:port]`, no path. Empty for a Git upstream.
+    #[serde(default)]
     pub url: String,
     #[serde(default)]
     pub tls: UpstreamTls,
@@ -146,6 +147,9 @@ pub struct UpstreamConfig {
     /// client follows it; `follow`: the proxy fetches it and streams it).
     #[serde(default)]
     pub blob_redirects: crate::upstream::redirect::BlobRedirects,
+    /// A Git repository instead of a registry (`url` is then left out).
+    #[serde(default)]
+    pub git: Option<crate::git::source::GitConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -8,6 +8,7 @@ mod blob_follow;
 mod catalog;
 pub mod ctx;
 mod downstream;
+mod git;
 mod manifest_get;
 mod manifest_put;
 mod policy;
@@ -68,6 +69,8 @@ pub struct ProxyState {
     pub coherence: Arc<crate::bus::Coherence>,
     /// Longest wait for an upstream's response head once the request was sent.
     pub upstream_header_timeout: std::time::Duration,
+    /// The Git upstreams' mirrors; `None` when no upstream is a Git one.
+    pub git: Option<Arc<crate::git::source::GitSources>>,
 }
 
 impl ProxyState {
@@ -122,7 +125,8 @@ impl ProxyState {
             config.cache.tag_ttl,
             config.cache.enabled,
         ));
-        let catalog = crate::catalog::from_config(config, &upstreams)?;
+        let git = crate::git::source::GitSources::from_config(config, metrics.registry())?;
+        let catalog = crate::catalog::from_config(config, &upstreams, git.clone())?;
         let state = ProxyState {
             coherence,
             policy,
@@ -143,6 +147,7 @@ impl ProxyState {
             limits: config.limits.clone(),
             downstream_keepalive_secs: config.timeouts.downstream_keepalive.as_secs(),
             upstream_header_timeout: config.timeouts.read,
+            git,
         };
         Ok((state, bus_worker))
     }
@@ -461,6 +466,9 @@ impl ProxyHttp for MargoProxy {
         }
         if let Err(e) = self.plan(session, ctx, route) {
             respond::oci_error(session, ctx, &e).await?;
+            return Ok(true);
+        }
+        if git::serve(self, session, ctx).await? {
             return Ok(true);
         }
         if let Some(err) = policy::before_proxying(self, session, ctx).await {

@@ -55,6 +55,8 @@ pub struct Upstream {
     /// storage is not the registry), no redirects of its own, never the proxy's
     /// credentials.
     storage: Option<reqwest::Client>,
+    /// Served from a Git mirror, not over HTTP.
+    pub git: bool,
     dns: moka::future::Cache<(), SocketAddr>,
 }
 
@@ -64,7 +66,12 @@ impl Upstream {
             name: cfg.name.clone(),
             message,
         };
-        let base = url::parse_base(&cfg.url).map_err(err)?;
+        // A Git upstream is answered by the proxy itself (`crate::git::source`); its
+        // base is a name that never resolves (RFC 6761), should anything try.
+        let base = match &cfg.git {
+            Some(_) => url::parse_base("http://git.invalid").map_err(err)?,
+            None => url::parse_base(&cfg.url).map_err(err)?,
+        };
         let sni = cfg.tls.sni.clone().unwrap_or_else(|| base.host.clone());
         if sni.is_empty() {
             return Err(err("TLS server name is empty".into()));
@@ -133,6 +140,7 @@ impl Upstream {
             credentials,
             blob_redirects: cfg.blob_redirects,
             storage,
+            git: cfg.git.is_some(),
             dns: moka::future::Cache::builder()
                 .max_capacity(1)
                 .time_to_live(DNS_TTL)
@@ -189,6 +197,10 @@ impl Upstream {
 
     /// `/v2/` answers at all (any status below 500 means the registry is up).
     pub async fn is_ready(&self) -> bool {
+        if self.git {
+            // Its readiness is the mirror's (see the admin listener).
+            return true;
+        }
         match self
             .http
             .get(self.url("/v2/"))

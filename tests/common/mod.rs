@@ -4,6 +4,7 @@
 
 pub mod aws;
 
+pub mod git;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
