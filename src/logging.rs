@@ -230,7 +230,7 @@ impl AccessRecord {
             method = %self.method,
             operation = self.operation.as_str(),
             repository = self.repository(),
-            reference = %String::from_utf8_lossy(&reference),
+            reference = &*String::from_utf8_lossy(&reference),
             status = self.status,
             bytes_in = self.bytes_in,
             bytes_out = self.bytes_out,
@@ -294,6 +294,48 @@ mod tests {
         assert_eq!(v["request_id"], "r-1");
         assert_eq!(v["message"], "policy decision");
         assert_eq!(v["level"], "INFO");
+    }
+
+    /// The writer thread renders access lines as `tracing_subscriber` rendered the
+    /// event before: the same text, field for field (timestamps aside).
+    #[test]
+    fn access_lines_match_what_tracing_wrote() {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        let route = crate::oci::OciRoute::parse("/v2/apps/x/manifests/1.0.0").expect("route");
+        let record = AccessRecord {
+            at: std::time::SystemTime::now(),
+            request_id: crate::proxy::ctx::request_id(None),
+            client_ip: Some("10.1.2.3".parse().expect("ip")),
+            principal: Some(std::sync::Arc::new(crate::auth::Principal {
+                subject: Some("a \"quoted\"\tsubject".into()),
+                anonymous: false,
+                ..crate::auth::Principal::anonymous(Default::default())
+            })),
+            method: http::Method::GET,
+            operation: crate::oci::Operation::ManifestGet,
+            route: Some(route),
+            status: 502,
+            bytes_in: 12,
+            bytes_out: 345,
+            total: std::time::Duration::from_micros(1_500),
+            upstream: Some(std::time::Duration::from_millis(1)),
+            cache: Some(crate::cache::CacheResult::Miss),
+            refusal: Some("upstream `main` unreachable".into()),
+            error: Some("Connection refused\n(os error 111)".into()),
+        };
+        tracing::subscriber::with_default(subscriber, || record.emit());
+        let theirs = String::from_utf8(buf.lock().expect("lock").clone()).expect("utf8");
+        let mut ours = Vec::new();
+        record.render(LogFormat::Text, false, &mut ours);
+        let ours = String::from_utf8(ours).expect("utf8");
+        let (_time, ours) = ours.split_once(' ').expect("timestamp first");
+        assert_eq!(ours.trim_start(), theirs.trim_start());
     }
 
     struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

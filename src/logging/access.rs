@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use crate::auth::Principal;
 use crate::cache::CacheResult;
 use crate::config::LogFormat;
-use crate::oci::{OciRoute, Operation};
+use crate::oci::{Digest, OciRoute, Operation, Reference};
 use crate::proxy::ctx::RequestId;
 
 /// The target access lines carry (filters and log readers select on it).
@@ -82,24 +82,24 @@ impl AccessRecord {
             w.out.extend_from_slice(TARGET.as_bytes());
             w.out.extend_from_slice(b": request");
         }
-        w.raw("request_id", self.request_id.as_str());
-        match self.client_ip {
-            Some(ip) => w.display("client_ip", ip),
-            None => w.raw("client_ip", ""),
+        w.raw(" request_id=", self.request_id.as_str());
+        w.name(" client_ip=");
+        if let Some(addr) = self.client_ip {
+            ip(addr, w.out);
         }
-        w.quoted("subject", self.subject());
-        w.raw("method", self.method.as_str());
-        w.quoted("operation", self.operation.as_str());
-        w.quoted("repository", self.repository());
+        w.quoted(" subject=", self.subject());
+        w.raw(" method=", self.method.as_str());
+        w.quoted(" operation=", self.operation.as_str());
+        w.quoted(" repository=", self.repository());
         w.reference(self.route.as_ref());
-        w.display("status", self.status);
-        w.display("bytes_in", self.bytes_in);
-        w.display("bytes_out", self.bytes_out);
-        w.millis("total_ms", Some(self.total));
-        w.millis("upstream_ms", self.upstream);
-        w.quoted("cache", self.cache.map_or("none", |c| c.as_str()));
-        w.quoted("refusal", self.refusal.as_deref().unwrap_or(""));
-        w.quoted("error", self.error.as_deref().unwrap_or(""));
+        w.number(" status=", u64::from(self.status));
+        w.number(" bytes_in=", self.bytes_in as u64);
+        w.number(" bytes_out=", self.bytes_out as u64);
+        w.millis(" total_ms=", Some(self.total));
+        w.millis(" upstream_ms=", self.upstream);
+        w.quoted(" cache=", self.cache.map_or("none", |c| c.as_str()));
+        w.quoted(" refusal=", self.refusal.as_deref().unwrap_or(""));
+        w.quoted(" error=", self.error.as_deref().unwrap_or(""));
         w.out.push(b'\n');
     }
 
@@ -125,38 +125,44 @@ impl AccessRecord {
         s("refusal", self.refusal.as_deref().unwrap_or(""));
         s("error", self.error.as_deref().unwrap_or(""));
         out.extend_from_slice(b",\"client_ip\":\"");
-        if let Some(ip) = self.client_ip {
-            let _ = write!(out, "{ip}");
+        if let Some(addr) = self.client_ip {
+            ip(addr, out);
         }
         out.extend_from_slice(b"\",\"reference\":\"");
         // Tags and digests are [A-Za-z0-9_.:+-]: nothing to escape.
         reference(self.route.as_ref(), out);
-        let _ = write!(
-            out,
-            "\",\"status\":{},\"bytes_in\":{},\"bytes_out\":{},\"total_ms\":{},\"upstream_ms\":{}}}",
-            self.status,
-            self.bytes_in,
-            self.bytes_out,
-            millis(Some(self.total)),
-            millis(self.upstream),
-        );
+        out.extend_from_slice(b"\",\"status\":");
+        decimal(u64::from(self.status), out);
+        out.extend_from_slice(b",\"bytes_in\":");
+        decimal(self.bytes_in as u64, out);
+        out.extend_from_slice(b",\"bytes_out\":");
+        decimal(self.bytes_out as u64, out);
+        out.extend_from_slice(b",\"total_ms\":");
+        millis(Some(self.total), out);
+        out.extend_from_slice(b",\"upstream_ms\":");
+        millis(self.upstream, out);
+        out.push(b'}');
         out.push(b'\n');
     }
 }
 
 /// The manifest reference or digest a route names (`ctx.reference()`), written in place.
 pub(super) fn reference(route: Option<&OciRoute>, out: &mut Vec<u8>) {
-    let _ = match route {
-        Some(OciRoute::Manifest { reference, .. }) => write!(out, "{reference}"),
-        Some(OciRoute::Blob { digest, .. }) | Some(OciRoute::Referrers { digest, .. }) => {
-            write!(out, "{digest}")
-        }
-        _ => Ok(()),
+    let digest = |d: &Digest, out: &mut Vec<u8>| {
+        out.extend_from_slice(d.algorithm().as_str().as_bytes());
+        out.push(b':');
+        out.extend_from_slice(d.encoded().as_bytes());
     };
-}
-
-fn millis(d: Option<Duration>) -> f64 {
-    d.map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    match route {
+        Some(OciRoute::Manifest { reference, .. }) => match reference {
+            Reference::Tag(tag) => out.extend_from_slice(tag.as_bytes()),
+            Reference::Digest(d) => digest(d, out),
+        },
+        Some(OciRoute::Blob { digest: d, .. }) | Some(OciRoute::Referrers { digest: d, .. }) => {
+            digest(d, out)
+        }
+        _ => {}
+    }
 }
 
 /// ` name=value` pairs in `tracing_subscriber`'s default style.
@@ -166,15 +172,15 @@ struct Text<'a> {
 }
 
 impl Text<'_> {
-    fn name(&mut self, name: &str) {
+    /// `key` is ` name=`, so the plain case is one copy.
+    fn name(&mut self, key: &str) {
         if self.ansi {
+            let name = key.trim_start_matches(' ').trim_end_matches('=');
             self.out.extend_from_slice(b" \x1b[3m");
             self.out.extend_from_slice(name.as_bytes());
             self.out.extend_from_slice(b"\x1b[0m\x1b[2m=\x1b[0m");
         } else {
-            self.out.push(b' ');
-            self.out.extend_from_slice(name.as_bytes());
-            self.out.push(b'=');
+            self.out.extend_from_slice(key.as_bytes());
         }
     }
 
@@ -184,9 +190,9 @@ impl Text<'_> {
         self.out.extend_from_slice(value.as_bytes());
     }
 
-    fn display(&mut self, name: &str, value: impl std::fmt::Display) {
+    fn number(&mut self, name: &str, value: u64) {
         self.name(name);
-        let _ = write!(self.out, "{value}");
+        decimal(value, self.out);
     }
 
     /// A string field: quoted, escaped as `{:?}` does, so untrusted text (a token's
@@ -206,16 +212,16 @@ impl Text<'_> {
     }
 
     fn reference(&mut self, route: Option<&OciRoute>) {
-        self.name("reference");
+        self.name(" reference=");
         self.out.push(b'"');
         reference(route, self.out);
         self.out.push(b'"');
     }
 
-    /// `f64` fields are recorded through `Debug`.
+    /// `f64` fields are recorded through `Debug`: see [`millis`].
     fn millis(&mut self, name: &str, d: Option<Duration>) {
         self.name(name);
-        let _ = write!(self.out, "{:?}", millis(d));
+        millis(d, self.out);
     }
 }
 
@@ -246,22 +252,106 @@ fn json_string(value: &str, out: &mut Vec<u8>) {
 }
 
 /// RFC 3339 in UTC with microseconds (`2026-12-01T13:40:26.123456Z`), as
-/// `tracing_subscriber`'s `SystemTime` writes it.
+/// `tracing_subscriber`'s `SystemTime` writes it. The date and time up to the second
+/// are formatted once per second (per thread): lines within a second share them.
 pub fn timestamp(at: SystemTime, out: &mut Vec<u8>) {
+    thread_local! {
+        static PREFIX: std::cell::RefCell<(u64, [u8; 20])> =
+            const { std::cell::RefCell::new((u64::MAX, [0; 20])) };
+    }
     let since = at
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        since.subsec_micros()
-    );
+    PREFIX.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.0 != secs {
+            let (days, rem) = (secs / 86_400, secs % 86_400);
+            let (y, m, d) = civil_from_days(days);
+            let mut text = Vec::with_capacity(20);
+            let _ = write!(
+                text,
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.",
+                rem / 3600,
+                rem / 60 % 60,
+                rem % 60,
+            );
+            // Years past 9999 are not RFC 3339: write them, just unshared.
+            match <[u8; 20]>::try_from(text.as_slice()) {
+                Ok(prefix) => *p = (secs, prefix),
+                Err(_) => {
+                    *p = (u64::MAX, [0; 20]);
+                    out.extend_from_slice(&text);
+                    return;
+                }
+            }
+        }
+        out.extend_from_slice(&p.1);
+    });
+    let mut micros = [b'0'; 6];
+    let mut n = since.subsec_micros();
+    for digit in micros.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    out.extend_from_slice(&micros);
+    out.push(b'Z');
+}
+
+/// Decimal digits of `n`, without going through `fmt`.
+fn decimal(mut n: u64, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Milliseconds to the nanosecond, as `f64`'s `Debug` writes such a value (`0.25`,
+/// `1.234567`, `3.0`), without float formatting.
+fn millis(d: Option<Duration>, out: &mut Vec<u8>) {
+    let nanos = u64::try_from(d.map_or(0, |d| d.as_nanos())).unwrap_or(u64::MAX);
+    decimal(nanos / 1_000_000, out);
+    out.push(b'.');
+    let mut frac = nanos % 1_000_000;
+    if frac == 0 {
+        out.push(b'0');
+        return;
+    }
+    let mut width = 6;
+    while frac % 10 == 0 {
+        frac /= 10;
+        width -= 1;
+    }
+    let mut digits = [b'0'; 6];
+    for digit in digits[..width].iter_mut().rev() {
+        *digit = b'0' + (frac % 10) as u8;
+        frac /= 10;
+    }
+    out.extend_from_slice(&digits[..width]);
+}
+
+/// The client's address, IPv4 without going through `fmt`.
+fn ip(addr: IpAddr, out: &mut Vec<u8>) {
+    match addr {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                decimal(u64::from(octet), out);
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian date (H. Hinnant's algorithm).
@@ -292,10 +382,7 @@ mod tests {
             at: SystemTime::UNIX_EPOCH + Duration::from_micros(1_764_596_426_123_456),
             request_id: crate::proxy::ctx::request_id(Some(&HeaderValue::from_static("r-1"))),
             client_ip: Some("127.0.0.1".parse().expect("ip")),
-            principal: Some(Arc::new(Principal {
-                subject: Some("evil\" status=200\nnext".into()),
-                ..Principal::anonymous()
-            })),
+            principal: Some(named("evil\" status=200\nnext")),
             method: http::Method::GET,
             operation: Operation::BlobGet,
             route: Some(route),
@@ -310,10 +397,40 @@ mod tests {
         }
     }
 
+    fn named(subject: &str) -> Arc<Principal> {
+        Arc::new(Principal {
+            subject: Some(subject.into()),
+            anonymous: false,
+            ..Principal::anonymous(Default::default())
+        })
+    }
+
     fn text(r: &AccessRecord) -> String {
         let mut out = Vec::new();
         r.render(LogFormat::Text, false, &mut out);
         String::from_utf8(out).expect("utf8")
+    }
+
+    #[test]
+    fn numbers_are_written_as_fmt_would() {
+        let text = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut out = Vec::new();
+            f(&mut out);
+            String::from_utf8(out).expect("utf8")
+        };
+        for n in [0, 7, 10, 65_535, u64::MAX] {
+            assert_eq!(text(&|o| decimal(n, o)), n.to_string());
+        }
+        for nanos in [0u64, 250_000, 1_000_000, 1_234_567, 1_500_000, 3_000_001, 999] {
+            let d = Duration::from_nanos(nanos);
+            let want = format!("{:?}", nanos as f64 / 1e6);
+            assert_eq!(text(&|o| millis(Some(d), o)), want, "{nanos} ns");
+        }
+        assert_eq!(text(&|o| millis(None, o)), "0.0");
+        for addr in ["127.0.0.1", "10.200.3.0", "::1", "fe80::1:2"] {
+            let a: IpAddr = addr.parse().expect("ip");
+            assert_eq!(text(&|o| ip(a, o)), a.to_string());
+        }
     }
 
     #[test]
@@ -336,10 +453,7 @@ mod tests {
     #[test]
     fn text_lines_have_tracing_s_shape_and_escape_untrusted_text() {
         let mut r = record();
-        r.principal = Some(Arc::new(Principal {
-            subject: Some("ci-bot".into()),
-            ..Principal::anonymous()
-        }));
+        r.principal = Some(named("ci-bot"));
         let line = text(&r);
         assert_eq!(
             line,
@@ -348,21 +462,17 @@ mod tests {
              repository=\"apps/x\" \
              reference=\"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a\" \
              status=200 bytes_in=0 bytes_out=3072 total_ms=0.25 upstream_ms=0.0 \
-             cache=\"blob_memory\" refusal=\"\" error=\"\"\n"
+             cache=\"memory\" refusal=\"\" error=\"\"\n"
                 .replace("subject=\"\"", "subject=\"ci-bot\"")
         );
         // An anonymous principal's subject is not shown; a hostile one is escaped.
         let mut anon = record();
-        anon.principal = Some(Arc::new(Principal::anonymous()));
+        anon.principal = Some(Arc::new(Principal {
+            subject: Some("someone".into()),
+            ..Principal::anonymous(Default::default())
+        }));
         assert!(text(&anon).contains(" subject=\"\" "));
-        let r = record();
-        let mut named = (*r.principal.clone().expect("principal")).clone();
-        named.anonymous = false;
-        let r = AccessRecord {
-            principal: Some(Arc::new(named)),
-            ..r
-        };
-        let line = text(&r);
+        let line = text(&record());
         assert_eq!(line.matches('\n').count(), 1, "{line}");
         assert!(
             line.contains(r#"subject="evil\" status=200\nnext""#),
@@ -371,11 +481,31 @@ mod tests {
     }
 
     #[test]
+    fn coloured_lines_are_the_plain_ones_with_escapes() {
+        let r = record();
+        let mut coloured = Vec::new();
+        r.render(LogFormat::Text, true, &mut coloured);
+        let coloured = String::from_utf8(coloured).expect("utf8");
+        assert!(coloured.contains('\u{1b}'));
+        let mut stripped = String::new();
+        let mut chars = coloured.chars();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c == 'm' {
+                        break;
+                    }
+                }
+            } else {
+                stripped.push(c);
+            }
+        }
+        assert_eq!(stripped, text(&r));
+    }
+
+    #[test]
     fn json_lines_parse_and_carry_every_field() {
         let mut r = record();
-        let mut named = (*r.principal.clone().expect("principal")).clone();
-        named.anonymous = false;
-        r.principal = Some(Arc::new(named));
         r.error = Some("tab\there \u{1} ctl".into());
         r.upstream = Some(Duration::from_millis(2));
         let mut out = Vec::new();
@@ -400,7 +530,7 @@ mod tests {
         assert_eq!(v["bytes_out"], 3072);
         assert_eq!(v["total_ms"], 0.25);
         assert_eq!(v["upstream_ms"], 2.0);
-        assert_eq!(v["cache"], "blob_memory");
+        assert_eq!(v["cache"], "memory");
         assert_eq!(v["error"], "tab\there \u{1} ctl");
     }
 }
