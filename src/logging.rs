@@ -53,13 +53,15 @@ pub fn init(cfg: &LogConfig) {
         std::io::stderr().is_terminal(),
     );
     // A second init (tests start several proxies in one process) keeps the first one.
-    let queue = QUEUE.get_or_init(|| match LogQueue::start(cfg.format, ansi, std::io::stderr()) {
-        Ok(q) => Some(q),
-        Err(e) => {
-            eprintln!("margo-proxy: no log writer thread ({e}): logging to stderr directly");
-            None
-        }
-    });
+    let queue = QUEUE.get_or_init(
+        || match LogQueue::start(cfg.format, ansi, std::io::stderr()) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                eprintln!("margo-proxy: no log writer thread ({e}): logging to stderr directly");
+                None
+            }
+        },
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(Sink(queue.as_ref()))
@@ -197,7 +199,10 @@ pub fn access(
     let record = AccessRecord {
         at: std::time::SystemTime::now(),
         request_id: std::mem::take(&mut ctx.request_id),
-        client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()),
+        client_ip: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
         principal: ctx.principal.take(),
         method: session.req_header().method.clone(),
         operation: ctx.operation,

@@ -260,10 +260,17 @@ fn a_blob_cached_for_one_repository_is_not_served_for_another() {
             .send()
             .unwrap();
         assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["content-length"], secret.len().to_string().as_str());
+        assert_eq!(
+            r.headers()["content-length"],
+            secret.len().to_string().as_str()
+        );
         assert_eq!(r.headers()["docker-content-digest"], d.as_str());
     }
-    assert_eq!(blob_gets(&reg, "team-b/app", &d), 2, "all served from the cache");
+    assert_eq!(
+        blob_gets(&reg, "team-b/app", &d),
+        2,
+        "all served from the cache"
+    );
 
     // A blob DELETE through the proxy drops the link: the next GET asks the upstream,
     // on every thread at once (no front entry outlives the link).

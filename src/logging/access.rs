@@ -74,7 +74,8 @@ impl AccessRecord {
         }
         timestamp(self.at, w.out);
         if ansi {
-            w.out.extend_from_slice(b"\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2m");
+            w.out
+                .extend_from_slice(b"\x1b[0m \x1b[32m INFO\x1b[0m \x1b[2m");
             w.out.extend_from_slice(TARGET.as_bytes());
             w.out.extend_from_slice(b"\x1b[0m\x1b[2m:\x1b[0m request");
         } else {
@@ -421,7 +422,9 @@ mod tests {
         for n in [0, 7, 10, 65_535, u64::MAX] {
             assert_eq!(text(&|o| decimal(n, o)), n.to_string());
         }
-        for nanos in [0u64, 250_000, 1_000_000, 1_234_567, 1_500_000, 3_000_001, 999] {
+        for nanos in [
+            0u64, 250_000, 1_000_000, 1_234_567, 1_500_000, 3_000_001, 999,
+        ] {
             let d = Duration::from_nanos(nanos);
             let want = format!("{:?}", nanos as f64 / 1e6);
             assert_eq!(text(&|o| millis(Some(d), o)), want, "{nanos} ns");

@@ -202,7 +202,10 @@ fn whole_head(head: &BlobHead) -> Option<HeaderMap> {
     if let Some(etag) = &head.etag {
         put(http::header::ETAG, value(etag)?);
     }
-    put(http::header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    put(
+        http::header::ACCEPT_RANGES,
+        HeaderValue::from_static("bytes"),
+    );
     put(
         crate::oci::headers::DOCKER_DISTRIBUTION_API_VERSION.clone(),
         HeaderValue::from_static(crate::oci::headers::API_VERSION_VALUE),
@@ -279,7 +282,11 @@ mod tests {
         for (name, value) in &hit.head {
             assert_eq!(full.headers.get(name), Some(value), "{name}");
         }
-        assert_eq!(hit.head.len() + 1, full.headers.len(), "all but X-Request-Id");
+        assert_eq!(
+            hit.head.len() + 1,
+            full.headers.len(),
+            "all but X-Request-Id"
+        );
     }
 
     #[test]
@@ -287,7 +294,10 @@ mod tests {
         let now = Instant::now();
         let d = fill("apps/a", b"x", now);
         assert!(get("apps/a", &d, now, STAMP).is_some());
-        assert!(get("apps/b", &d, now, STAMP).is_none(), "no cross-repository hit");
+        assert!(
+            get("apps/b", &d, now, STAMP).is_none(),
+            "no cross-repository hit"
+        );
         let (alg, hex) = d.split_once(':').expect("digest");
         assert!(super::get("other", "apps/a", &[alg, ":", hex], now, STAMP).is_none());
         assert!(super::get("up\0apps", "a", &[alg, ":", hex], now, STAMP).is_none());
