@@ -37,6 +37,12 @@ fn colour(no_color: Option<std::ffi::OsString>, terminal: bool) -> bool {
     terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
+pub mod access;
+pub mod queue;
+
+use access::AccessRecord;
+use queue::{LogQueue, Message};
+
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level.
 pub fn init(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
@@ -46,50 +52,57 @@ pub fn init(cfg: &LogConfig) {
         std::env::var_os("NO_COLOR"),
         std::io::stderr().is_terminal(),
     );
-    let (writer, guard) = sink();
+    // A second init (tests start several proxies in one process) keeps the first one.
+    let queue = QUEUE.get_or_init(
+        || match LogQueue::start(cfg.format, ansi, std::io::stderr()) {
+            Ok(q) => Some(q),
+            Err(e) => {
+                eprintln!("margo-proxy: no log writer thread ({e}): logging to stderr directly");
+                None
+            }
+        },
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(Sink(queue.as_ref()))
         .with_ansi(ansi);
-    let result = match cfg.format {
+    let _ = match cfg.format {
         LogFormat::Json => builder
             .fmt_fields(JsonFields::new())
             .event_format(JsonLines)
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };
-    // A second init (tests start several proxies in one process) keeps the first one.
-    if result.is_ok() {
-        let _ = SINK_GUARD.set(guard);
+}
+
+/// The log writer thread's queue (see [`queue`]); `None` if the thread could not start.
+/// Pingora ends the process with `exit`, so lines still queued then may be lost.
+static QUEUE: std::sync::OnceLock<Option<LogQueue>> = std::sync::OnceLock::new();
+
+/// Where `tracing` lines go: the writer thread's queue, else stderr directly.
+struct Sink(Option<&'static LogQueue>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Sink {
+    type Writer = SinkWriter;
+
+    fn make_writer(&'a self) -> SinkWriter {
+        SinkWriter(self.0)
     }
 }
 
-/// Keeps the log writer thread for the life of the process (Pingora ends it with
-/// `exit`, so nothing would drop a guard held on the stack anyway).
-static SINK_GUARD: std::sync::OnceLock<tracing_appender::non_blocking::WorkerGuard> =
-    std::sync::OnceLock::new();
+struct SinkWriter(Option<&'static LogQueue>);
 
-/// Lines queued for the writer thread before request threads wait for it.
-const QUEUED_LINES: usize = 64 * 1024;
+impl std::io::Write for SinkWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.0 {
+            Some(mut q) => q.write(buf),
+            None => std::io::stderr().write(buf),
+        }
+    }
 
-/// stderr behind a writer thread: a request thread only formats its line and queues
-/// it, never waits for a `write(2)` (a blocking write per line, on a stderr lock every
-/// worker shares, was most of what the access log cost). The thread writes through a
-/// buffer and flushes whenever the queue runs dry, so lines still appear at once when
-/// the proxy is not busy, and in few large writes when it is. Not lossy: a full queue
-/// holds requests back rather than drop their lines.
-fn sink() -> (
-    tracing_appender::non_blocking::NonBlocking,
-    tracing_appender::non_blocking::WorkerGuard,
-) {
-    tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(QUEUED_LINES)
-        .thread_name("margo-log")
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ))
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// One JSON object per event: `timestamp`, `level`, `target`, the fields of the
@@ -167,43 +180,73 @@ impl Visit for JsonVisitor<'_> {
     }
 }
 
-/// One event per request, target `margo_proxy::access`. Never logs credentials: only the
-/// fields listed here are read from the request; `subject` is the token's `sub` claim,
-/// never the token. `total` is the request's duration, measured once by the caller for
-/// log and metrics.
+/// One line per request, target `margo_proxy::access`. Never logs credentials: only
+/// the fields listed here are read from the request; `subject` is the token's `sub`
+/// claim, never the token. `total` is the request's duration, measured once by the
+/// caller for log and metrics. The request thread only moves what the line needs out
+/// of `ctx` (the request is over) into a record for the writer thread, which renders
+/// it (see [`queue`]); the `tracing` event is the fallback when no writer runs.
 pub fn access(
     session: &Session,
     e: Option<&Error>,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     status: u16,
     total: std::time::Duration,
 ) {
-    let req = session.req_header();
-    // Field values are computed only when the event is enabled.
-    tracing::info!(
-        target: "margo_proxy::access",
-        request_id = %ctx.request_id,
-        client_ip = %ClientIp(session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip())),
-        subject = ctx
-            .principal
-            .as_ref()
-            .filter(|p| !p.anonymous)
-            .and_then(|p| p.subject.as_deref())
-            .unwrap_or(""),
-        method = %req.method,
-        operation = ctx.operation.as_str(),
-        repository = ctx.repository().unwrap_or(""),
-        reference = ctx.reference().unwrap_or_default(),
+    if !tracing::enabled!(target: "margo_proxy::access", tracing::Level::INFO) {
+        return;
+    }
+    let record = AccessRecord {
+        at: std::time::SystemTime::now(),
+        request_id: std::mem::take(&mut ctx.request_id),
+        client_ip: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+        principal: ctx.principal.take(),
+        method: session.req_header().method.clone(),
+        operation: ctx.operation,
+        route: ctx.route.take(),
         status,
-        bytes_in = session.body_bytes_read(),
-        bytes_out = session.body_bytes_sent(),
-        total_ms = total.as_secs_f64() * 1000.0,
-        upstream_ms = ctx.upstream_elapsed.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
-        cache = ctx.cache_result.map_or("none", |c| c.as_str()),
-        refusal = ctx.refusal.as_deref().unwrap_or(""),
-        error = e.map(|e| e.to_string()).unwrap_or_default(),
-        "request"
-    );
+        bytes_in: session.body_bytes_read(),
+        bytes_out: session.body_bytes_sent(),
+        total,
+        upstream: ctx.upstream_elapsed,
+        cache: ctx.cache_result,
+        refusal: ctx.refusal.take(),
+        error: e.map(|e| e.to_string()),
+    };
+    match QUEUE.get() {
+        Some(Some(q)) => q.send(Message::Access(record)),
+        _ => record.emit(),
+    }
+}
+
+impl AccessRecord {
+    /// As a `tracing` event, for subscribers other than [`init`]'s.
+    fn emit(&self) {
+        let mut reference = Vec::new();
+        access::reference(self.route.as_ref(), &mut reference);
+        tracing::info!(
+            target: "margo_proxy::access",
+            request_id = %self.request_id,
+            client_ip = %ClientIp(self.client_ip),
+            subject = self.subject(),
+            method = %self.method,
+            operation = self.operation.as_str(),
+            repository = self.repository(),
+            reference = &*String::from_utf8_lossy(&reference),
+            status = self.status,
+            bytes_in = self.bytes_in,
+            bytes_out = self.bytes_out,
+            total_ms = self.total.as_secs_f64() * 1000.0,
+            upstream_ms = self.upstream.map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+            cache = self.cache.map_or("none", |c| c.as_str()),
+            refusal = self.refusal.as_deref().unwrap_or(""),
+            error = self.error.as_deref().unwrap_or(""),
+            "request"
+        );
+    }
 }
 
 /// The client's IP for the access log, written without an allocation per request;
@@ -256,6 +299,48 @@ mod tests {
         assert_eq!(v["request_id"], "r-1");
         assert_eq!(v["message"], "policy decision");
         assert_eq!(v["level"], "INFO");
+    }
+
+    /// The writer thread renders access lines as `tracing_subscriber` rendered the
+    /// event before: the same text, field for field (timestamps aside).
+    #[test]
+    fn access_lines_match_what_tracing_wrote() {
+        let buf = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .without_time()
+            .with_writer(move || Sink(sink.clone()))
+            .finish();
+        let route = crate::oci::OciRoute::parse("/v2/apps/x/manifests/1.0.0").expect("route");
+        let record = AccessRecord {
+            at: std::time::SystemTime::now(),
+            request_id: crate::proxy::ctx::request_id(None),
+            client_ip: Some("10.1.2.3".parse().expect("ip")),
+            principal: Some(std::sync::Arc::new(crate::auth::Principal {
+                subject: Some("a \"quoted\"\tsubject".into()),
+                anonymous: false,
+                ..crate::auth::Principal::anonymous(Default::default())
+            })),
+            method: http::Method::GET,
+            operation: crate::oci::Operation::ManifestGet,
+            route: Some(route),
+            status: 502,
+            bytes_in: 12,
+            bytes_out: 345,
+            total: std::time::Duration::from_micros(1_500),
+            upstream: Some(std::time::Duration::from_millis(1)),
+            cache: Some(crate::cache::CacheResult::Miss),
+            refusal: Some("upstream `main` unreachable".into()),
+            error: Some("Connection refused\n(os error 111)".into()),
+        };
+        tracing::subscriber::with_default(subscriber, || record.emit());
+        let theirs = String::from_utf8(buf.lock().expect("lock").clone()).expect("utf8");
+        let mut ours = Vec::new();
+        record.render(LogFormat::Text, false, &mut ours);
+        let ours = String::from_utf8(ours).expect("utf8");
+        let (_time, ours) = ours.split_once(' ').expect("timestamp first");
+        assert_eq!(ours.trim_start(), theirs.trim_start());
     }
 
     struct Sink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);

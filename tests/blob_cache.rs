@@ -246,13 +246,46 @@ fn a_blob_cached_for_one_repository_is_not_served_for_another() {
         .unwrap();
     assert_eq!(r.headers()["x-margo-cache-tier"], "memory");
     assert_eq!(wait_gets(&reg, "team-b/app", &d, 2), 2);
+    // Hits on fresh connections, so every worker thread's front holds the blob; HEAD
+    // answers from there with the blob's length and no body.
+    for _ in 0..20 {
+        let r = http()
+            .get(blob_url(&proxy.url(), "team-b/app", &d))
+            .send()
+            .unwrap();
+        assert_eq!(r.headers()["x-margo-cache-tier"], "memory");
+        assert_eq!(r.bytes().unwrap(), secret);
+        let r = http()
+            .head(blob_url(&proxy.url(), "team-b/app", &d))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["content-length"],
+            secret.len().to_string().as_str()
+        );
+        assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+    }
+    assert_eq!(
+        blob_gets(&reg, "team-b/app", &d),
+        2,
+        "all served from the cache"
+    );
 
-    // A blob DELETE through the proxy drops the link: the next GET asks the upstream.
+    // A blob DELETE through the proxy drops the link: the next GET asks the upstream,
+    // on every thread at once (no front entry outlives the link).
     let r = c
         .delete(blob_url(&proxy.url(), "team-b/app", &d))
         .send()
         .unwrap();
     assert_eq!(r.status(), 202);
+    for _ in 0..20 {
+        let r = http()
+            .get(blob_url(&proxy.url(), "team-b/app", &d))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 404, "a deleted link must not be served");
+    }
     let r = c
         .get(blob_url(&proxy.url(), "team-b/app", &d))
         .send()

@@ -38,6 +38,12 @@ use crate::oci::{OciError, OciErrorCode};
 
 /// Read size while collecting a head.
 const READ_CHUNK: usize = 8 * 1024;
+
+thread_local! {
+    /// Where heads are read before they are appended to a connection's `held` bytes.
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
 /// After a refusal, how long (and how much) the client's unread bytes are drained so the
 /// close is a FIN the client reads our answer before, not a reset that discards it.
 const LINGER: Duration = Duration::from_secs(2);
@@ -228,11 +234,19 @@ impl GuardedStream {
                 return Poll::Ready(Ok(()));
             }
             let old = self.held.len();
-            self.held.resize(old + READ_CHUNK, 0);
-            let mut rb = ReadBuf::new(&mut self.held[old..]);
-            let polled = Pin::new(&mut *self.inner).poll_read(cx, &mut rb);
-            let n = rb.filled().len();
-            self.held.truncate(old + n);
+            let inner = &mut self.inner;
+            let held = &mut self.held;
+            // Read into this thread's scratch buffer, zeroed once, and keep only what
+            // came: growing `held` by a zeroed chunk for every poll (two per request on
+            // a keep-alive connection: one finds nothing yet) cost more than the read.
+            let (polled, n) = SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let mut rb = ReadBuf::new(&mut scratch[..]);
+                let polled = Pin::new(&mut **inner).poll_read(cx, &mut rb);
+                let n = rb.filled().len();
+                held.extend_from_slice(&scratch[..n]);
+                (polled, n)
+            });
             match polled {
                 Poll::Pending => {
                     let Some(deadline) = self.deadline else {

@@ -13,8 +13,10 @@ use pingora::{Error, ErrorType, Result};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::ctx::RequestCtx;
-use super::MargoProxy;
-use crate::cache::blob::{range, BlobCache, BlobHead, Cached, Lead, RangeAnswer};
+use super::{respond, MargoProxy};
+use crate::cache::blob::{front, range, BlobCache, BlobHead, Cached, Lead, RangeAnswer};
+use crate::cache::entry::REQUEST_ID_HEADER;
+use crate::cache::CacheResult;
 use crate::oci::OciRoute;
 
 /// How long a miss waits for another request's fill of the same blob before going
@@ -73,6 +75,16 @@ pub async fn try_serve(
     session: &mut Session,
     ctx: &mut RequestCtx,
 ) -> Result<bool> {
+    if let Some(hit) = front_hit(proxy, session, ctx) {
+        ctx.cache_result = Some(CacheResult::BlobMemory);
+        ctx.answered_status = Some(200);
+        let mut head = hit.head;
+        head.insert(&REQUEST_ID_HEADER, ctx.request_id.header_value().clone());
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.headers = head;
+        respond::write(session, ResponseHeader::from(parts), hit.body).await?;
+        return Ok(true);
+    }
     if let Some((cache, cached)) = linked_hit(proxy, session, ctx) {
         if serve(session, ctx, &cache, cached).await? {
             return Ok(true);
@@ -126,7 +138,35 @@ pub async fn try_serve(
     Ok(false)
 }
 
-/// The common case, without building a [`BlobRequest`]: linked and cached.
+/// The hot case: a whole small blob from this worker thread's front (see
+/// `cache::blob::front`), checked for its link as every hit is.
+fn front_hit(proxy: &MargoProxy, session: &Session, ctx: &RequestCtx) -> Option<front::Hit> {
+    let cache = proxy.state.blobs.as_ref()?;
+    let upstream = proxy.upstream_of(ctx)?;
+    let req = session.req_header();
+    if req.headers.contains_key(http::header::RANGE)
+        || (proxy.forwards_client_credentials(upstream)
+            && req.headers.contains_key(http::header::AUTHORIZATION))
+    {
+        return None;
+    }
+    let (Some(OciRoute::Blob { digest, .. }), Some(matched)) = (
+        ctx.route.as_ref(),
+        ctx.forward.as_ref().and_then(|f| f.matched.as_ref()),
+    ) else {
+        return None;
+    };
+    let head_only = req.method == http::Method::HEAD;
+    cache.front_hit(
+        &upstream.name,
+        matched.upstream_name.as_str(),
+        digest,
+        |len| if head_only { 0 } else { len },
+    )
+}
+
+/// The common case, without building a [`BlobRequest`]: linked and cached. A
+/// memory-tier blob is also copied into this thread's front.
 fn linked_hit(
     proxy: &MargoProxy,
     session: &Session,
@@ -149,13 +189,16 @@ fn linked_hit(
         return None;
     };
     let key = digest.to_string();
-    if !cache
-        .links()
-        .linked(&upstream.name, matched.upstream_name.as_str(), &key)
-    {
+    let stamp = cache.front_stamp();
+    let repository = matched.upstream_name.as_str();
+    if !cache.links().linked(&upstream.name, repository, &key) {
         return None;
     }
-    Some((Arc::clone(cache), cache.get(&key)?))
+    let cached = cache.get(&key)?;
+    if let Cached::Memory(blob) = &cached {
+        cache.front_put(&upstream.name, repository, blob, stamp);
+    }
+    Some((Arc::clone(cache), cached))
 }
 
 /// Writes a hit; `Ok(false)` when the request's `Range` is one to pass through.

@@ -26,8 +26,7 @@ pub async fn check_pull(
     body: &[u8],
 ) -> Option<OciError> {
     let service = proxy.state.trust.clone()?;
-    let repository = ctx.repository()?.to_owned();
-    let policy = service.policy_for(&repository)?;
+    let policy = service.policy_for(ctx.repository()?)?;
     let tag = match &ctx.route {
         Some(OciRoute::Manifest { reference, .. }) => reference.as_tag(),
         _ => None,
@@ -69,7 +68,7 @@ pub async fn check_pull(
     tracing::warn!(
         target: "margo_proxy::trust",
         request_id = %ctx.request_id,
-        repository = %repository,
+        repository = %ctx.repository().unwrap_or_default(),
         %digest,
         policy = %policy.name,
         mode = policy.mode.as_str(),

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod notary;
 pub mod verdict;
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,11 @@ use crate::oci::Digest;
 use crate::referrers::{index::ReferrerDescriptor, ReferrerService, RegistryIo};
 pub use config::{TrustConfig, TrustMode, TrustPolicyConfig};
 use cosign::NamedKey;
+
+thread_local! {
+    /// Verdict lookups build their key here.
+    static KEY: RefCell<String> = const { RefCell::new(String::new()) };
+}
 use notary::NotaryTrust;
 pub use verdict::{Format, Outcome, SignatureCheck, Verdict};
 
@@ -275,10 +281,27 @@ impl TrustService {
     }
 
     fn key(policy: &TrustPolicy, s: &Subject<'_>) -> String {
-        format!(
-            "{}\n{}/{}@{}",
-            policy.name, s.upstream, s.repository, s.digest
-        )
+        let mut key = String::new();
+        Self::write_key(&mut key, policy, s);
+        key
+    }
+
+    /// `<policy>\n<upstream>/<repository>@<digest>`, written without `fmt`.
+    fn write_key(key: &mut String, policy: &TrustPolicy, s: &Subject<'_>) {
+        key.clear();
+        for part in [
+            policy.name.as_str(),
+            "\n",
+            s.upstream,
+            "/",
+            s.repository,
+            "@",
+            s.digest.algorithm().as_str(),
+            ":",
+            s.digest.encoded(),
+        ] {
+            key.push_str(part);
+        }
     }
 
     /// The verdict for `subject` under `policy`, from the cache or found now.
@@ -289,11 +312,17 @@ impl TrustService {
         io: &dyn RegistryIo,
         subject: &Subject<'_>,
     ) -> Arc<Verdict> {
-        let key = Self::key(policy, subject);
-        // Hits (nearly every pull) skip building the init future.
-        if let Some(v) = self.verdicts.get(&key).await {
+        // Hits (nearly every pull) skip building the init future, and look up with a
+        // key built in a reused buffer (taken from this thread, put back after): no
+        // allocation once the buffers exist.
+        let mut buf = KEY.with(|k| std::mem::take(&mut *k.borrow_mut()));
+        Self::write_key(&mut buf, policy, subject);
+        let hit = self.verdicts.get(buf.as_str()).await;
+        KEY.with(|k| *k.borrow_mut() = buf);
+        if let Some(v) = hit {
             return v;
         }
+        let key = Self::key(policy, subject);
         self.verdicts
             .get_with(key, async {
                 if crate::referrers::index::subject_of(subject.manifest).is_some() {

@@ -4,6 +4,7 @@
 //! upstream confirmed B holds it too.
 
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use moka::sync::Cache;
 
@@ -20,6 +21,9 @@ thread_local! {
 /// The link records.
 pub struct Links {
     inner: Cache<String, (), ahash::RandomState>,
+    /// Bumped by every unlink: per-thread front entries filled under an older epoch
+    /// are not served (see `super::front`).
+    epoch: AtomicU64,
 }
 
 impl Default for Links {
@@ -28,6 +32,7 @@ impl Default for Links {
             inner: Cache::builder()
                 .max_capacity(MAX_LINKS)
                 .build_with_hasher(ahash::RandomState::new()),
+            epoch: AtomicU64::new(0),
         }
     }
 }
@@ -62,11 +67,20 @@ impl Links {
 
     /// The blob was deleted from `repository` (through the proxy).
     pub fn unlink(&self, upstream: &str, repository: &str, digest: &str) {
+        // Before and after: a front fill that read the epoch in between also sees the
+        // link gone in moka, or is refused for the epoch.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         KEY.with(|k| {
             let mut k = k.borrow_mut();
             write_key(&mut k, upstream, repository, digest);
             self.inner.invalidate(k.as_str());
-        })
+        });
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Changes whenever a link is dropped.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// Links every blob an image manifest lists (config and layers): the upstream
@@ -118,8 +132,10 @@ mod tests {
         assert!(!l.linked("other", "apps/a", A));
         // No ambiguity between name boundaries.
         assert!(!l.linked("main\0apps", "a", A));
+        let before = l.epoch();
         l.unlink("main", "apps/a", A);
         assert!(!l.linked("main", "apps/a", A));
+        assert_ne!(l.epoch(), before, "an unlink moves the epoch");
     }
 
     #[test]

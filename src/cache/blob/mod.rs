@@ -16,6 +16,7 @@
 pub mod config;
 pub mod disk;
 pub mod fill;
+pub(crate) mod front;
 pub mod head;
 pub mod inflight;
 pub mod links;
@@ -23,7 +24,9 @@ pub mod memory;
 pub mod range;
 pub mod stats;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 pub use config::{BlobCacheConfig, BlobConfigError, DiskConfig};
 pub use disk::DiskBlob;
@@ -73,7 +76,12 @@ pub struct BlobCache {
     inflight: Arc<Inflight>,
     counters: Arc<Counters>,
     max_blob_bytes: u64,
+    /// Tells this cache's per-thread front entries from other caches' (tests).
+    id: u64,
 }
+
+/// Source of [`BlobCache`] ids.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// Why the blob cache could not start.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +120,7 @@ impl BlobCache {
             inflight: Arc::default(),
             counters,
             max_blob_bytes: cfg.max_blob_bytes,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }))
     }
 
@@ -127,6 +136,58 @@ impl BlobCache {
             return Some(Cached::Memory(m));
         }
         self.disk.as_ref()?.get(digest).map(Cached::Disk)
+    }
+
+    /// What a front entry filled now is stamped with: take it before checking the link.
+    pub(crate) fn front_stamp(&self) -> front::Stamp {
+        front::Stamp {
+            cache: self.id,
+            links_epoch: self.links.epoch(),
+        }
+    }
+
+    /// The blob `digest` of `repository`, from this worker thread's front: linked and
+    /// confirmed in moka within the last second, no link dropped since (see [`front`]).
+    /// Counted as a memory-tier hit of `body_bytes(len)`.
+    pub(crate) fn front_hit(
+        &self,
+        upstream: &str,
+        repository: &str,
+        digest: &Digest,
+        body_bytes: impl FnOnce(u64) -> u64,
+    ) -> Option<front::Hit> {
+        let parts = [digest.algorithm().as_str(), ":", digest.encoded()];
+        let hit = front::get(
+            upstream,
+            repository,
+            &parts,
+            Instant::now(),
+            self.front_stamp(),
+        )?;
+        self.counters.memory_hits.bump();
+        self.counters
+            .memory_bytes
+            .add(body_bytes(hit.body.len() as u64));
+        Some(hit)
+    }
+
+    /// Copies a linked memory-tier blob into this thread's front (`stamp` taken before
+    /// the link was checked).
+    pub(crate) fn front_put(
+        &self,
+        upstream: &str,
+        repository: &str,
+        blob: &MemBlob,
+        stamp: front::Stamp,
+    ) {
+        front::put(
+            upstream,
+            repository,
+            &blob.head,
+            &blob.body,
+            stamp,
+            Instant::now(),
+        );
     }
 
     /// Counts a hit of `bytes` body bytes from `cached`'s tier.
