@@ -7,6 +7,7 @@ pub mod blob;
 mod catalog;
 pub mod ctx;
 mod downstream;
+mod git;
 mod manifest_get;
 mod manifest_put;
 mod policy;
@@ -55,6 +56,8 @@ pub struct ProxyState {
     pub policy: Option<Arc<PolicyService>>,
     /// `None` when `catalog.enabled` is false.
     pub catalog: Option<Arc<crate::catalog::Catalog>>,
+    /// `None` when `git.enabled` is false.
+    pub git: Option<Arc<crate::git::serve::GitServe>>,
     pub router: Router,
     /// Referrers API on every upstream (native or emulated).
     pub referrers: Arc<crate::referrers::ReferrerService>,
@@ -121,10 +124,12 @@ impl ProxyState {
             config.cache.enabled,
         ));
         let catalog = crate::catalog::from_config(config, &upstreams)?;
+        let git = crate::git::serve::from_config(config, &upstreams)?;
         let state = ProxyState {
             coherence,
             policy,
             catalog,
+            git,
             referrers,
             trust,
             upstreams,
@@ -443,6 +448,9 @@ impl ProxyHttp for MargoProxy {
             return Ok(true);
         }
         if catalog::serve(self, session, ctx).await? {
+            return Ok(true);
+        }
+        if git::serve(self, session, ctx).await? {
             return Ok(true);
         }
         let route = match self.parse(session, ctx) {
