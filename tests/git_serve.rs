@@ -48,8 +48,16 @@ fn package(version: &str) -> Vec<(String, Vec<u8>, String)> {
 
 /// Pushes `version` of the package to `host/repo` with oras.
 fn push(host: &str, repo: &str, version: &str) -> Vec<(String, Vec<u8>, String)> {
+    push_files(host, repo, version, package(version))
+}
+
+fn push_files(
+    host: &str,
+    repo: &str,
+    version: &str,
+    files: Vec<(String, Vec<u8>, String)>,
+) -> Vec<(String, Vec<u8>, String)> {
     let dir = tempfile::tempdir().unwrap();
-    let files = package(version);
     let mut cmd = Command::new(repo_root().join(".venv/bin/python"));
     cmd.arg(repo_root().join("tests/python/oras_tool.py"))
         .args([
@@ -256,6 +264,32 @@ fn clone_pull_shallow_over_v0_and_v2_and_push_is_refused() {
         .unwrap();
     assert_eq!(r.status(), 403);
     assert!(r.text().unwrap().contains("git push is not supported"));
+
+    // A version with a file outside the package (pushed straight to the upstream, which
+    // does no admission) is left out; the others are served.
+    let reg_host = reg.url().trim_start_matches("http://").to_owned();
+    let good = push_files(&reg_host, "apps/acme/hostile", "1.0.0", package("1.0.0"));
+    let mut bad = package("2.0.0");
+    bad[1].0 = "../../etc/passwd".into();
+    push_files(&reg_host, "apps/acme/hostile", "2.0.0", bad);
+    let dir = home.join("hostile");
+    git_ok(
+        home,
+        None,
+        &[
+            "clone",
+            &format!("{}/git/apps/acme/hostile.git", proxy.url()),
+            dir.to_str().unwrap(),
+        ],
+    );
+    assert_files(&dir, &good);
+    assert_eq!(git_ok(home, Some(&dir), &["tag", "-l"]), "1.0.0");
+    assert!(!home.join("etc").exists());
+    assert!(proxy
+        .proc
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("version left out") && l.contains("not a safe relative path")));
 
     // Only app routes are served.
     let out = git(

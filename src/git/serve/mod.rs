@@ -276,6 +276,8 @@ impl GitServe {
             tags.drain(..tags.len() - self.config.max_versions);
         }
         let mut versions = Vec::with_capacity(tags.len());
+        // Every version's objects are held while the request is answered: bounded.
+        let mut held = 0u64;
         for (version, tag) in tags {
             let (digest, manifest) = match self.store.manifest(repo, &tag).await {
                 Ok(m) => m,
@@ -291,12 +293,21 @@ impl GitServe {
                 }
             };
             match built {
-                Built::Tree { tree, created } => versions.push(PackageVersion {
-                    version,
-                    manifest: digest,
-                    created,
-                    tree,
-                }),
+                Built::Tree { tree, created } => {
+                    held = held.saturating_add(tree.weight());
+                    if held > self.config.max_response_bytes {
+                        return Err(StoreError::TooLarge {
+                            what: "the repository (all its versions)",
+                            limit: self.config.max_response_bytes,
+                        });
+                    }
+                    versions.push(PackageVersion {
+                        version,
+                        manifest: digest,
+                        created,
+                        tree,
+                    })
+                }
                 Built::Skipped(why) => {
                     tracing::warn!(repository = repo, tag, reason = %why, "git: version left out")
                 }
@@ -348,7 +359,10 @@ fn store_error(repo: &str, e: &StoreError) -> Reply {
             404,
             &format!("margo-proxy: {repo} is not a repository of an app route"),
         ),
-        StoreError::TooLarge { .. } | StoreError::Upstream(_) => {
+        StoreError::TooLarge { .. } => {
+            Reply::text(413, &format!("margo-proxy: {e} (git.max_response_bytes)"))
+        }
+        StoreError::Upstream(_) => {
             tracing::warn!(repository = repo, error = %e, "git: upstream failed");
             Reply::text(502, "margo-proxy: the upstream registry failed; try again")
         }

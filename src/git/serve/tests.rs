@@ -257,3 +257,22 @@ fn gzip_bodies_are_bounded() {
     };
     assert_eq!(inflate(&bad).unwrap_err().status, 400);
 }
+
+#[tokio::test]
+async fn a_repository_past_the_response_limit_is_refused_whole() {
+    let config = GitServeConfig {
+        max_response_bytes: 200,
+        ..GitServeConfig::default()
+    };
+    let s = GitServe::new(config, Arc::new(store()));
+    let r = get(
+        &s,
+        http::Method::GET,
+        "/git/apps/x.git/info/refs",
+        Some("service=git-upload-pack"),
+        false,
+    )
+    .await;
+    assert_eq!(r.status, 413);
+    assert!(String::from_utf8_lossy(&r.body).contains("git.max_response_bytes"));
+}
