@@ -21,6 +21,7 @@ use std::io::Read as _;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 pub use config::GitServeConfig;
 use history::{BuiltTree, History, PackageVersion};
@@ -35,6 +36,8 @@ pub const PREFIX: &str = "/git/";
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Largest request body once gzip is undone (a fetch of many haves).
 const MAX_INFLATED_BYTES: u64 = 8 << 20;
+/// Versions read from the upstream at once.
+const UPSTREAM_CONCURRENCY: usize = 8;
 
 /// Whether the Git endpoint answers this path.
 pub fn is_git_path(path: &str) -> bool {
@@ -278,20 +281,16 @@ impl GitServe {
         let mut versions = Vec::with_capacity(tags.len());
         // Every version's objects are held while the request is answered: bounded.
         let mut held = 0u64;
-        for (version, tag) in tags {
-            let (digest, manifest) = match self.store.manifest(repo, &tag).await {
-                Ok(m) => m,
-                Err(StoreError::NotFound) => continue,
-                Err(e) => return Err(e),
-            };
-            let built = match self.trees.get(&digest) {
-                Some(b) => b,
-                None => {
-                    let b = self.build(repo, &manifest).await?;
-                    self.trees.insert(digest.clone(), b.clone());
-                    b
-                }
-            };
+        // A few versions at a time: a repository of many versions is read in a fraction
+        // of the round trips, without a burst at the upstream.
+        let mut read = futures::stream::iter(tags)
+            .map(|(version, tag)| async move {
+                let r = self.version(repo, &tag).await;
+                (version, tag, r)
+            })
+            .buffered(UPSTREAM_CONCURRENCY);
+        while let Some((version, tag, r)) = read.next().await {
+            let Some((digest, built)) = r? else { continue };
             match built {
                 Built::Tree { tree, created } => {
                     held = held.saturating_add(tree.weight());
@@ -314,6 +313,21 @@ impl GitServe {
             }
         }
         history::assemble(repo, versions).map_err(|e| StoreError::Upstream(e.to_string()))
+    }
+
+    /// The manifest `tag` points at and what it builds (`None`: the tag is gone).
+    async fn version(&self, repo: &str, tag: &str) -> Result<Option<(Digest, Built)>, StoreError> {
+        let (digest, manifest) = match self.store.manifest(repo, tag).await {
+            Ok(m) => m,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if let Some(b) = self.trees.get(&digest) {
+            return Ok(Some((digest, b)));
+        }
+        let b = self.build(repo, &manifest).await?;
+        self.trees.insert(digest.clone(), b.clone());
+        Ok(Some((digest, b)))
     }
 
     async fn build(&self, repo: &str, manifest: &[u8]) -> Result<Built, StoreError> {
