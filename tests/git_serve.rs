@@ -95,6 +95,8 @@ fn git(home: &Path, dir: Option<&Path>, args: &[&str]) -> Output {
         .env("GIT_TERMINAL_PROMPT", "0")
         .env_remove("GIT_ASKPASS")
         .env_remove("SSH_ASKPASS")
+        // The machine's own CA bundle setting would override the test CA of ~/.gitconfig.
+        .env_remove("GIT_SSL_CAINFO")
         .args(["-c", "credential.helper=", "-c", "init.defaultBranch=main"]);
     if let Some(d) = dir {
         cmd.current_dir(d);
@@ -125,8 +127,12 @@ fn assert_files(dir: &Path, files: &[(String, Vec<u8>, String)]) {
 }
 
 fn proxy_config(reg: &Registry, extra: &str) -> String {
+    proxy_config_on(reg, r#"{address: "{listen}"}"#, extra)
+}
+
+fn proxy_config_on(reg: &Registry, listener: &str, extra: &str) -> String {
     format!(
-        r#"listeners: [{{address: "{{listen}}"}}]
+        r#"listeners: [{listener}]
 admin: {{address: "{{admin}}"}}
 upstreams: [{{name: main, url: "{}"}}]
 routes:
@@ -305,9 +311,20 @@ fn clone_pull_shallow_over_v0_and_v2_and_push_is_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }
 
+fn tls_dir() -> PathBuf {
+    repo_root().join("tests/fixtures/tls")
+}
+
+/// An HTTPS listener (tests/fixtures/tls): Basic credentials travel over TLS, as git sends them.
 fn auth_proxy(idp: &Idp, reg: &Registry) -> Proxy {
-    Proxy::start(&proxy_config(
+    let tls = tls_dir();
+    Proxy::start(&proxy_config_on(
         reg,
+        &format!(
+            r#"{{address: "{{listen}}", tls: {{cert: "{}", key: "{}"}}}}"#,
+            tls.join("server.crt").display(),
+            tls.join("server.key").display()
+        ),
         &format!(
             r#"auth:
   realm: "{{proxy_url}}/token"
@@ -344,8 +361,20 @@ fn clone_needs_the_registry_credentials() {
     let reg_host = reg.url().trim_start_matches("http://").to_owned();
     let files = push(&reg_host, REPO, "1.2.1");
     push(&reg_host, "public/app", "1.2.1");
-    let url = |creds: &str, repo: &str| format!("http://{creds}{}/git/{repo}.git", proxy.host());
-    let c = http();
+    let url = |creds: &str, repo: &str| format!("https://{creds}{}/git/{repo}.git", proxy.host());
+    let ca = tls_dir().join("ca.crt");
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let c = reqwest::blocking::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca_pem).unwrap())
+        .build()
+        .unwrap();
+    // git trusts the test CA through the user's config file (HOME is the test's).
+    std::fs::write(
+        home.join(".gitconfig"),
+        format!("[http]\n\tsslCAInfo = {}\n", ca.display()),
+    )
+    .unwrap();
 
     // No credentials: 401 with a Basic challenge, so git asks for credentials.
     let r = c
@@ -430,7 +459,7 @@ fn clone_needs_the_registry_credentials() {
     // A bearer token from the token endpoint, via http.extraHeader.
     let basic = base64::engine::general_purpose::STANDARD.encode("wfm:wfm-secret");
     let r = c
-        .get(format!("{}/token?service=margo-it", proxy.url()))
+        .get(format!("https://{}/token?service=margo-it", proxy.host()))
         .header("Authorization", format!("Basic {basic}"))
         .send()
         .unwrap();
