@@ -276,3 +276,70 @@ async fn a_repository_past_the_response_limit_is_refused_whole() {
     assert_eq!(r.status, 413);
     assert!(String::from_utf8_lossy(&r.body).contains("git.max_response_bytes"));
 }
+
+/// A store whose upstream never answers.
+struct Silent;
+
+#[async_trait]
+impl PackageStore for Silent {
+    async fn tags(&self, _: &str) -> Result<Vec<String>, StoreError> {
+        tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+        Ok(Vec::new())
+    }
+    async fn manifest(&self, _: &str, _: &str) -> Result<(Digest, Bytes), StoreError> {
+        Err(StoreError::NotFound)
+    }
+    async fn blob(&self, _: &str, _: &Digest, _: u64) -> Result<Bytes, StoreError> {
+        Err(StoreError::NotFound)
+    }
+}
+
+#[tokio::test]
+async fn a_silent_upstream_is_cut_at_the_request_timeout() {
+    let config = GitServeConfig {
+        request_timeout: std::time::Duration::from_millis(50),
+        ..GitServeConfig::default()
+    };
+    let s = GitServe::new(config, Arc::new(Silent));
+    let started = std::time::Instant::now();
+    let r = get(
+        &s,
+        http::Method::GET,
+        "/git/apps/x.git/info/refs",
+        Some("service=git-upload-pack"),
+        false,
+    )
+    .await;
+    assert_eq!(r.status, 504);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn an_upstream_failure_fails_the_request_rather_than_drop_a_version() {
+    struct Failing(Memory);
+    #[async_trait]
+    impl PackageStore for Failing {
+        async fn tags(&self, r: &str) -> Result<Vec<String>, StoreError> {
+            self.0.tags(r).await
+        }
+        async fn manifest(&self, r: &str, t: &str) -> Result<(Digest, Bytes), StoreError> {
+            if t == "1.0.0" {
+                return Err(StoreError::Upstream("connection reset".into()));
+            }
+            self.0.manifest(r, t).await
+        }
+        async fn blob(&self, r: &str, d: &Digest, m: u64) -> Result<Bytes, StoreError> {
+            self.0.blob(r, d, m).await
+        }
+    }
+    let s = GitServe::new(GitServeConfig::default(), Arc::new(Failing(store())));
+    let r = get(
+        &s,
+        http::Method::GET,
+        "/git/apps/x.git/info/refs",
+        Some("service=git-upload-pack"),
+        false,
+    )
+    .await;
+    assert_eq!(r.status, 502);
+}
