@@ -227,24 +227,31 @@ impl GitServe {
                 return reply;
             }
         }
+        let proto = protocol(req.headers);
+        if endpoint == Endpoint::InfoRefs && proto == Protocol::V2 {
+            // The v2 advertisement names no refs: knowing the repository exists is enough.
+            let tags =
+                tokio::time::timeout(self.config.request_timeout, self.store.tags(&repo)).await;
+            return match tags {
+                Ok(Ok(_)) => Reply::git(
+                    "application/x-git-upload-pack-advertisement",
+                    protocol::advertise_v2(),
+                ),
+                Ok(Err(e)) => store_error(&repo, &e),
+                Err(_) => timed_out(&repo),
+            };
+        }
         let built = tokio::time::timeout(self.config.request_timeout, self.history(&repo)).await;
         let history = match built {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => return store_error(&repo, &e),
-            Err(_) => {
-                return Reply::text(
-                    504,
-                    &format!("margo-proxy: reading {repo} took longer than git.request_timeout"),
-                )
-            }
+            Err(_) => return timed_out(&repo),
         };
-        let proto = protocol(req.headers);
         if endpoint == Endpoint::InfoRefs {
-            let body = match proto {
-                Protocol::V2 => protocol::advertise_v2(),
-                Protocol::V0 => protocol::advertise_v0(&history),
-            };
-            return Reply::git("application/x-git-upload-pack-advertisement", body);
+            return Reply::git(
+                "application/x-git-upload-pack-advertisement",
+                protocol::advertise_v0(&history),
+            );
         }
         let body = match inflate(req) {
             Ok(b) => b,
@@ -362,6 +369,13 @@ impl GitServe {
             Err(e) => skipped(e.to_string()),
         }
     }
+}
+
+fn timed_out(repo: &str) -> Reply {
+    Reply::text(
+        504,
+        &format!("margo-proxy: reading {repo} took longer than git.request_timeout"),
+    )
 }
 
 fn store_error(repo: &str, e: &StoreError) -> Reply {
