@@ -10,6 +10,7 @@
 //! - [`proxy`]: the Pingora `ProxyHttp` glue that ties it together per request;
 //! - [`auth`]: bearer tokens from an external auth service, per-repository access;
 //! - [`catalog`]: the application catalog (JSON API, web pages, configuration check);
+//! - [`git`]: OCI packages as Git repositories for `git clone` (`/git/`);
 //! - [`cache`]: the in-memory manifest cache (moka) that spares the upstream;
 //! - [`metrics`]: Prometheus metric families, rendered on the admin listener;
 //! - [`admin`]: health, readiness and metrics on their own listener;

@@ -109,6 +109,9 @@ pub struct Config {
     /// Signature-required pulls. Absent: nothing is checked.
     #[serde(default)]
     pub trust: Option<crate::trust::TrustConfig>,
+    /// `git clone` of the `app` routes' packages under `/git/`. Off by default.
+    #[serde(default)]
+    pub git: crate::git::serve::GitServeConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

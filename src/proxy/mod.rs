@@ -9,6 +9,7 @@ mod catalog;
 pub mod ctx;
 mod downstream;
 mod git;
+mod git_endpoint;
 mod manifest_get;
 mod manifest_put;
 mod policy;
@@ -57,6 +58,8 @@ pub struct ProxyState {
     pub policy: Option<Arc<PolicyService>>,
     /// `None` when `catalog.enabled` is false.
     pub catalog: Option<Arc<crate::catalog::Catalog>>,
+    /// The `/git/` endpoint (OCI packages to `git clone`); `None` when `git.enabled` is false.
+    pub git_endpoint: Option<Arc<crate::git::serve::GitServe>>,
     pub router: Router,
     /// Referrers API on every upstream (native or emulated).
     pub referrers: Arc<crate::referrers::ReferrerService>,
@@ -127,10 +130,12 @@ impl ProxyState {
         ));
         let git = crate::git::source::GitSources::from_config(config, metrics.registry())?;
         let catalog = crate::catalog::from_config(config, &upstreams, git.clone())?;
+        let git_endpoint = crate::git::serve::from_config(config, &upstreams, git.clone())?;
         let state = ProxyState {
             coherence,
             policy,
             catalog,
+            git_endpoint,
             referrers,
             trust,
             upstreams,
@@ -450,6 +455,9 @@ impl ProxyHttp for MargoProxy {
             return Ok(true);
         }
         if catalog::serve(self, session, ctx).await? {
+            return Ok(true);
+        }
+        if git_endpoint::serve(self, session, ctx).await? {
             return Ok(true);
         }
         let route = match self.parse(session, ctx) {

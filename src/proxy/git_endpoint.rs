@@ -1,0 +1,55 @@
+//! Glue for the Git endpoint (`/git/…`): reads the body, hands the request to
+//! `crate::git::serve`, writes its answer.
+
+use bytes::BytesMut;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::Result;
+
+use super::ctx::RequestCtx;
+use super::{respond, MargoProxy};
+use crate::git::serve::{self as git, Reply, Request, MAX_BODY_BYTES};
+
+/// Answers requests under `/git/` when the endpoint is on; `Ok(false)` otherwise.
+pub async fn serve(
+    proxy: &MargoProxy,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<bool> {
+    let Some(service) = proxy.state.git_endpoint.as_ref() else {
+        return Ok(false);
+    };
+    if !git::is_git_path(session.req_header().uri.path()) {
+        return Ok(false);
+    }
+    ctx.operation = crate::oci::operation::Operation::Other;
+    let mut body = BytesMut::new();
+    let mut too_big = false;
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            too_big = true;
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let reply = if too_big {
+        session.set_keepalive(None);
+        Reply::text(413, "margo-proxy: request body too large")
+    } else {
+        let req = session.req_header();
+        let request = Request {
+            method: &req.method,
+            path: req.uri.path(),
+            query: req.uri.query(),
+            headers: &req.headers,
+            body: &body,
+        };
+        service.handle(proxy.state.auth.as_deref(), &request).await
+    };
+    let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))?;
+    for (name, value) in &reply.headers {
+        resp.insert_header(name.clone(), value.as_str())?;
+    }
+    respond::answer(session, ctx, resp, reply.body).await?;
+    Ok(true)
+}
