@@ -109,6 +109,10 @@ pub struct Config {
     /// Signature-required pulls. Absent: nothing is checked.
     #[serde(default)]
     pub trust: Option<crate::trust::TrustConfig>,
+    /// Uploads to `app`/`component` routes land in a staging repository until their
+    /// manifest is accepted. Absent: uploads go straight to the client's repository.
+    #[serde(default)]
+    pub staging: Option<crate::staging::StagingConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

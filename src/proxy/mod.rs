@@ -13,6 +13,7 @@ mod policy;
 mod referrers;
 pub mod respond;
 mod rewrite;
+mod staging;
 mod trust;
 
 use std::sync::Arc;
@@ -67,6 +68,8 @@ pub struct ProxyState {
     pub coherence: Arc<crate::bus::Coherence>,
     /// Longest wait for an upstream's response head once the request was sent.
     pub upstream_header_timeout: std::time::Duration,
+    /// `None` when the config has no `staging:` section.
+    pub staging: Option<Arc<crate::staging::Staging>>,
 }
 
 impl ProxyState {
@@ -121,7 +124,14 @@ impl ProxyState {
             config.cache.enabled,
         ));
         let catalog = crate::catalog::from_config(config, &upstreams)?;
+        let staging = match &config.staging {
+            Some(s) => Some(Arc::new(
+                crate::staging::Staging::from_config(s).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
         let state = ProxyState {
+            staging,
             coherence,
             policy,
             catalog,
@@ -176,7 +186,7 @@ impl MargoProxy {
             .map_err(forward_error)?;
         ctx.route = Some(route);
         ctx.forward = Some(fwd);
-        Ok(())
+        staging::plan(self, ctx)
     }
 
     /// The proxy's `Authorization` for a request about to be streamed upstream.
@@ -227,7 +237,7 @@ impl MargoProxy {
             match &ctx.forward {
                 Some(fwd) => Auth::Account(Scopes::Request {
                     method,
-                    repository: fwd.matched.as_ref().map(|m| m.upstream_name.as_str()),
+                    repository: fwd.repository(),
                     mount_from: fwd.mount_from.as_deref(),
                     catalog: matches!(ctx.route, Some(OciRoute::Catalog)),
                 }),
@@ -338,12 +348,7 @@ fn replace_response(resp: &mut ResponseHeader, ctx: &mut RequestCtx, err: &OciEr
 
 /// The scopes the proxy's upstream token was asked for (see [`MargoProxy::plan`]).
 fn upstream_scopes(method: &http::Method, fwd: &Forward, catalog: bool) -> Vec<String> {
-    credentials::scopes_for(
-        method,
-        fwd.matched.as_ref().map(|m| m.upstream_name.as_str()),
-        fwd.mount_from.as_deref(),
-        catalog,
-    )
+    credentials::scopes_for(method, fwd.repository(), fwd.mount_from.as_deref(), catalog)
 }
 
 fn path_error(e: PathError, method: &http::Method) -> OciError {
@@ -473,10 +478,11 @@ impl ProxyHttp for MargoProxy {
         if operation.is_manifest_read() && manifest_get::try_serve(self, session, ctx).await? {
             return Ok(true);
         }
-        if matches!(operation, Operation::BlobGet | Operation::BlobHead)
-            && blob::try_serve(self, session, ctx).await?
-        {
-            return Ok(true);
+        if matches!(operation, Operation::BlobGet | Operation::BlobHead) {
+            if blob::try_serve(self, session, ctx).await? {
+                return Ok(true);
+            }
+            staging::blob_fallback(self, session, ctx).await;
         }
         // Going upstream through Pingora: now the proxy's credentials are needed.
         if let Err(e) = self.authorize_upstream(session, ctx).await {
@@ -632,6 +638,7 @@ impl ProxyHttp for MargoProxy {
             }
         }
         blob::on_response(ctx, resp);
+        staging::on_response(self, ctx, resp);
         if (self.state.policy.is_some() || trust::applies(self, ctx))
             && ctx.cache_result.is_none()
             && ctx.operation.is_manifest_read()
