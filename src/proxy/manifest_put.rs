@@ -49,11 +49,15 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
     };
     let admitted = match admitted {
         Ok(a) => a,
-        Err(e) => return respond::oci_error(session, ctx, &e).await,
+        Err(e) => {
+            super::staging::discard(proxy, session, ctx, &upstream, &body).await;
+            return respond::oci_error(session, ctx, &e).await;
+        }
     };
     let warnings = crate::margo::admission::warning_headers(&admitted);
     let method = session.req_header().method.clone();
     if let Some(e) = super::policy::push(proxy, ctx, &method, &body, admitted).await {
+        super::staging::discard(proxy, session, ctx, &upstream, &body).await;
         return respond::oci_error(session, ctx, &e).await;
     }
     let forwards_client = proxy.forwards_client_credentials(&upstream);

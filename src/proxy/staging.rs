@@ -150,3 +150,28 @@ pub fn on_response(proxy: &MargoProxy, ctx: &RequestCtx, resp: &ResponseHeader) 
         staging.ledger.record(&upstream.name, staged.as_str(), &d);
     }
 }
+
+/// A refused push: the blobs it staged are deleted from staging (see
+/// [`promote::discard`]).
+pub async fn discard(
+    proxy: &MargoProxy,
+    session: &Session,
+    ctx: &RequestCtx,
+    upstream: &Upstream,
+    body: &bytes::Bytes,
+) {
+    let (Some(staging), Some(fwd)) = (proxy.state.staging.as_ref(), ctx.forward.as_ref()) else {
+        return;
+    };
+    let Some(staged) = fwd
+        .matched
+        .as_ref()
+        .filter(|_| staging.applies(fwd))
+        .and_then(|m| staging.staged_name(&m.upstream_name))
+    else {
+        return;
+    };
+    let method = session.req_header().method.clone();
+    let caller = proxy.caller(session, ctx, upstream, &method);
+    promote::discard(upstream, &caller, staged.as_str(), body).await;
+}

@@ -418,3 +418,24 @@ async fn roll_forward(upstream: &Upstream, caller: &Caller<'_>, entry: &Entry) -
         .await;
     matches!(put, Ok(r) if r.status.is_success())
 }
+
+/// A refused manifest's blobs leave staging at once, so that the client's repository
+/// (whose blob reads fall back to staging) looks as before the push. Only staging links
+/// go: the real repository, and so every accepted package, is not touched. A concurrent
+/// push of the same blob to the same repository then uploads it again (its mount finds
+/// nothing and its manifest PUT is refused as `MANIFEST_BLOB_UNKNOWN`).
+pub async fn discard(upstream: &Upstream, caller: &Caller<'_>, staged: &str, manifest: &[u8]) {
+    let caller = scoped(caller, vec![format!("repository:{staged}:delete")]);
+    for d in super::manifest_blobs(manifest) {
+        let req =
+            Request::new(Method::DELETE, format!("/v2/{staged}/blobs/{d}")).deadline(CALL_DEADLINE);
+        match upstream.registry().send(&caller, req).await {
+            Ok(r) if r.status.is_success() || r.status == StatusCode::NOT_FOUND => {}
+            Ok(r) => tracing::warn!(upstream = %upstream.name, repository = %staged,
+                status = r.status.as_u16(),
+                "staging: blob of a refused push not deleted (docker-registry needs storage.delete.enabled)"),
+            Err(e) => tracing::warn!(upstream = %upstream.name, error = %e,
+                "staging: blob of a refused push not deleted"),
+        }
+    }
+}

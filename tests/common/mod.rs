@@ -2,6 +2,8 @@
 //! `margo-proxy` binary, each on an ephemeral 127.0.0.1 port, each killed when dropped.
 #![allow(dead_code)]
 
+pub mod staging;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
