@@ -486,11 +486,7 @@ fn a_crash_between_mount_and_manifest_put_is_completed_at_restart() {
         push_blob(&c, &px, "apps/crash", &desc),
     ];
     let m = margo_manifest(&blobs[1], desc.len());
-    let answer = c
-        .put(format!("{px}/v2/apps/crash/manifests/0.1.0"))
-        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-        .body(m.clone())
-        .send();
+    let answer = put_manifest_result(&c, &px, "apps/crash", "0.1.0", &m);
     assert!(
         answer.is_err(),
         "the proxy died before answering: {answer:?}"
@@ -563,4 +559,77 @@ fn staged_blobs_are_deleted_by_age() {
         .send()
         .unwrap();
     assert_eq!(through.status(), 404);
+}
+
+/// The restart finds the tag pushed meanwhile by someone else: never overwritten; the
+/// interrupted push's mounts are undone, except the blob the other package uses.
+#[test]
+fn a_crashed_push_whose_tag_was_taken_meanwhile_is_rolled_back_sparing_shared_blobs() {
+    let reg = Registry::start();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = config(&reg, state.path(), "");
+    let (mut p, plain) = proxy_with_env(&cfg, &[("MARGO_PROXY_FAILPOINT", "staging-after-mount")]);
+    let (up, px) = (reg.url(), format!("http://127.0.0.1:{plain}"));
+    let c = http();
+    let ours = description("Interrupted");
+    let blobs = vec![
+        push_blob(&c, &px, "apps/race", b"{}"),
+        push_blob(&c, &px, "apps/race", &ours),
+    ];
+    let m = margo_manifest(&blobs[1], ours.len());
+    let answer = put_manifest_result(&c, &px, "apps/race", "0.1.0", &m);
+    assert!(
+        answer.is_err(),
+        "the proxy died before answering: {answer:?}"
+    );
+    assert!(p.proc.wait_exit(Duration::from_secs(10)).is_some());
+    // Another writer, straight at the upstream, takes the tag with a package that
+    // shares the empty config blob.
+    let theirs = description("Other writer");
+    push_blob(&c, &up, "apps/race", b"{}");
+    let their_desc = push_blob(&c, &up, "apps/race", &theirs);
+    let their_m = margo_manifest(&their_desc, theirs.len());
+    assert_eq!(
+        put_manifest(&c, &up, "apps/race", "0.1.0", &their_m).status(),
+        201
+    );
+    let (p2, _) = proxy_with_env(&cfg, &[]);
+    wait_for("the journal to be settled", || {
+        std::fs::read_dir(state.path().join("journal"))
+            .unwrap()
+            .next()
+            .is_none()
+    });
+    let logs = p2.proc.log_lines().join("\n");
+    assert!(logs.contains("completed=false"), "{logs}");
+    let all = vec![blobs[0].clone(), blobs[1].clone(), their_desc.clone()];
+    let v = view(&up, "apps/race", "0.1.0", &all);
+    assert_eq!(
+        v.blob_statuses,
+        vec![200, 404, 200],
+        "only our own blob is unlinked"
+    );
+    let got = c
+        .get(format!("{up}/v2/apps/race/manifests/0.1.0"))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    assert_eq!(
+        got.bytes().unwrap().to_vec(),
+        their_m,
+        "the other writer's tag is kept"
+    );
+}
+
+fn put_manifest_result(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    body: &[u8],
+) -> reqwest::Result<reqwest::blocking::Response> {
+    c.put(format!("{base}/v2/{repo}/manifests/{tag}"))
+        .header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        .body(body.to_vec())
+        .send()
 }

@@ -203,11 +203,19 @@ pub async fn promote<'s>(
             missing.push(d);
         }
     }
+    let nothing = Promotion {
+        staging,
+        journalled: None,
+    };
     if missing.is_empty() {
-        return Ok(Promotion {
-            staging,
-            journalled: None,
-        });
+        return Ok(nothing);
+    }
+    // A blob neither repository has: the upstream will refuse the manifest
+    // (`MANIFEST_BLOB_UNKNOWN`), so nothing is mounted that would have to be undone.
+    for d in &missing {
+        if !blob_exists(upstream, &caller, push.staged, d).await? {
+            return Ok(nothing);
+        }
     }
     let entry = Entry {
         upstream: upstream.name.clone(),
@@ -224,8 +232,8 @@ pub async fn promote<'s>(
         .write(&entry)
         .map_err(PromoteError::Journal)?;
     let promotion = Promotion {
-        staging,
         journalled: Some((id, entry)),
+        ..nothing
     };
     for d in &missing {
         if let Err(e) = mount(upstream, &caller, push.real, push.staged, d).await {
