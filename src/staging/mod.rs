@@ -100,9 +100,9 @@ impl Staging {
         RepoName::parse(&format!("{}/{}", self.prefix, upstream_name.as_str())).ok()
     }
 
-    /// Sends an upload of an admission-controlled route to its staging repository.
-    /// `None`: the request is not one to stage. `Some(Err)`: the staging name is invalid
-    /// (too long), the upload cannot be staged and is refused.
+    /// Sends an upload of an admission-controlled route to its staging repository (other
+    /// requests are left as they are). `Err`: the repository's staging name would be
+    /// invalid (too long), so the upload cannot be staged and is refused.
     pub fn plan_upload(&self, fwd: &mut Forward, route: &OciRoute) -> Result<(), RepoName> {
         if !matches!(
             route,
