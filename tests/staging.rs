@@ -572,7 +572,7 @@ fn a_crashed_push_whose_tag_was_taken_meanwhile_is_rolled_back_sparing_shared_bl
     let (up, px) = (reg.url(), format!("http://127.0.0.1:{plain}"));
     let c = http();
     let ours = description("Interrupted");
-    let blobs = vec![
+    let blobs = [
         push_blob(&c, &px, "apps/race", b"{}"),
         push_blob(&c, &px, "apps/race", &ours),
     ];
