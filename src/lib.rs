@@ -36,6 +36,7 @@ pub mod referrers;
 pub mod server;
 pub mod shard;
 pub mod signals;
+pub mod staging;
 pub mod startup;
 pub mod trust;
 pub mod upstream;

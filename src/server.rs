@@ -85,6 +85,11 @@ pub fn build(config: &Config) -> Result<Built, ServeError> {
         git.spawn()
             .map_err(|e| ServeError::Setup(format!("git mirrors: {e}")))?;
     }
+    if let Some(staging) = &state.staging {
+        staging
+            .spawn_worker(state.upstreams.clone())
+            .map_err(|e| ServeError::Setup(format!("staging worker: {e}")))?;
+    }
     let upstreams = state.upstreams.clone();
     let metrics_state = state.clone();
     let drain = std::sync::Arc::new(Drain::default());

@@ -112,6 +112,10 @@ pub struct Config {
     /// `git clone` of the `app` routes' packages under `/git/`. Off by default.
     #[serde(default)]
     pub git: crate::git::serve::GitServeConfig,
+    /// Uploads to `app`/`component` routes land in a staging repository until their
+    /// manifest is accepted. Absent: uploads go straight to the client's repository.
+    #[serde(default)]
+    pub staging: Option<crate::staging::StagingConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -35,10 +35,18 @@ pub async fn admit(
     };
     let route = RoutePolicy::of_route(&matched.route);
     let limits = AdmissionLimits::from(&proxy.state.limits);
+    // Blobs of a push in progress are in staging (when the route stages uploads).
+    let staged = proxy
+        .state
+        .staging
+        .as_ref()
+        .filter(|s| ctx.forward.as_ref().is_some_and(|f| s.applies(f)))
+        .and_then(|s| s.staged_name(&matched.upstream_name));
     let source = UpstreamBlobs {
         caller,
         upstream,
         upstream_name: matched.upstream_name.as_str(),
+        staged: staged.as_ref().map(|s| s.as_str()),
     };
     let decision = admission::admit(body, reference, &route, &source, &limits)
         .await
@@ -147,6 +155,8 @@ struct UpstreamBlobs<'a> {
     caller: &'a Caller<'a>,
     upstream: &'a Upstream,
     upstream_name: &'a str,
+    /// The staging repository, read when the real one lacks the blob.
+    staged: Option<&'a str>,
 }
 
 #[async_trait::async_trait]
@@ -158,12 +168,20 @@ impl BlobSource for UpstreamBlobs<'_> {
             digest: layer.digest.clone(),
             reason,
         };
-        match self
-            .upstream
-            .registry()
+        let registry = self.upstream.registry();
+        let mut read = registry
             .blob_bytes(self.caller, self.upstream_name, &layer.digest, layer.size)
-            .await
-        {
+            .await;
+        if let (Ok(None), Some(staged)) = (&read, self.staged) {
+            let caller = crate::staging::promote::scoped(
+                self.caller,
+                vec![format!("repository:{staged}:pull")],
+            );
+            read = registry
+                .blob_bytes(&caller, staged, &layer.digest, layer.size)
+                .await;
+        }
+        match read {
             Ok(Some(blob)) => Ok(blob),
             Ok(None) => Err(BlobError::NotFound {
                 digest: layer.digest.clone(),

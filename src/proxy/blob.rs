@@ -51,14 +51,7 @@ fn blob_request(proxy: &MargoProxy, session: &Session, ctx: &RequestCtx) -> Opti
     let Some(OciRoute::Blob { digest, .. }) = ctx.route.as_ref() else {
         return None;
     };
-    let repository = ctx
-        .forward
-        .as_ref()?
-        .matched
-        .as_ref()?
-        .upstream_name
-        .as_str()
-        .to_owned();
+    let repository = ctx.forward.as_ref()?.repository()?.to_owned();
     Some(BlobRequest {
         cache,
         upstream: Arc::from(upstream.name.as_str()),
@@ -182,15 +175,14 @@ fn linked_hit(
     {
         return None;
     }
-    let (Some(OciRoute::Blob { digest, .. }), Some(matched)) = (
+    let (Some(OciRoute::Blob { digest, .. }), Some(repository)) = (
         ctx.route.as_ref(),
-        ctx.forward.as_ref().and_then(|f| f.matched.as_ref()),
+        ctx.forward.as_ref().and_then(|f| f.repository()),
     ) else {
         return None;
     };
     let key = digest.to_string();
     let stamp = cache.front_stamp();
-    let repository = matched.upstream_name.as_str();
     if !cache.links().linked(&upstream.name, repository, &key) {
         return None;
     }

@@ -11,6 +11,7 @@ use super::ctx::RequestCtx;
 use super::{respond, MargoProxy};
 use crate::oci::headers::{DOCKER_CONTENT_DIGEST, DOCKER_DISTRIBUTION_API_VERSION, OCI_SUBJECT};
 use crate::oci::{OciError, OciErrorCode};
+use crate::staging::promote::PutOutcome;
 use crate::upstream::location::UrlRewrite;
 use crate::upstream::registry::RegistryError;
 
@@ -48,11 +49,15 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
     };
     let admitted = match admitted {
         Ok(a) => a,
-        Err(e) => return respond::oci_error(session, ctx, &e).await,
+        Err(e) => {
+            super::staging::discard(proxy, session, ctx, &upstream, &body).await;
+            return respond::oci_error(session, ctx, &e).await;
+        }
     };
     let warnings = crate::margo::admission::warning_headers(&admitted);
     let method = session.req_header().method.clone();
     if let Some(e) = super::policy::push(proxy, ctx, &method, &body, admitted).await {
+        super::staging::discard(proxy, session, ctx, &upstream, &body).await;
         return respond::oci_error(session, ctx, &e).await;
     }
     let forwards_client = proxy.forwards_client_credentials(&upstream);
@@ -63,6 +68,15 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    // Accepted: the blobs staged for it move into the repository first.
+    let promotion = {
+        let caller = proxy.caller(session, ctx, &upstream, &method);
+        super::staging::promote(proxy, ctx, &upstream, &caller, &content_type, &body).await
+    };
+    let promotion = match promotion {
+        Ok(p) => p,
+        Err(e) => return respond::oci_error(session, ctx, &e).await,
+    };
     ctx.upstream_started = Some(std::time::Instant::now());
     let sent = {
         let req = session.req_header();
@@ -77,7 +91,7 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
                 MAX_UPSTREAM_ANSWER,
             )
             .await;
-        match answer {
+        let answer = match answer {
             // The proxy's account was refused even after a fresh token: say so, as
             // the streamed path does (the upstream's challenge is not the client's).
             Ok(a) if a.status == http::StatusCode::UNAUTHORIZED && !forwards_client => {
@@ -86,7 +100,14 @@ pub async fn handle(proxy: &MargoProxy, session: &mut Session, ctx: &mut Request
                 })
             }
             other => other,
-        }
+        };
+        let outcome = match &answer {
+            Ok(a) if a.status.is_success() => PutOutcome::Stored,
+            Ok(_) => PutOutcome::Refused,
+            Err(_) => PutOutcome::Unknown,
+        };
+        super::staging::settle(promotion, &upstream, &caller, outcome).await;
+        answer
     };
     ctx.upstream_elapsed = ctx.upstream_started.map(|s| s.elapsed());
     let answer = match sent {

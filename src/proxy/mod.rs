@@ -16,6 +16,7 @@ mod policy;
 mod referrers;
 pub mod respond;
 mod rewrite;
+mod staging;
 mod trust;
 
 use std::sync::Arc;
@@ -74,6 +75,8 @@ pub struct ProxyState {
     pub upstream_header_timeout: std::time::Duration,
     /// The Git upstreams' mirrors; `None` when no upstream is a Git one.
     pub git: Option<Arc<crate::git::source::GitSources>>,
+    /// `None` when the config has no `staging:` section.
+    pub staging: Option<Arc<crate::staging::Staging>>,
 }
 
 impl ProxyState {
@@ -131,7 +134,14 @@ impl ProxyState {
         let git = crate::git::source::GitSources::from_config(config, metrics.registry())?;
         let catalog = crate::catalog::from_config(config, &upstreams, git.clone())?;
         let git_endpoint = crate::git::serve::from_config(config, &upstreams, git.clone())?;
+        let staging = match &config.staging {
+            Some(s) => Some(Arc::new(
+                crate::staging::Staging::from_config(s).map_err(|e| e.to_string())?,
+            )),
+            None => None,
+        };
         let state = ProxyState {
+            staging,
             coherence,
             policy,
             catalog,
@@ -188,7 +198,7 @@ impl MargoProxy {
             .map_err(forward_error)?;
         ctx.route = Some(route);
         ctx.forward = Some(fwd);
-        Ok(())
+        staging::plan(self, ctx)
     }
 
     /// The proxy's `Authorization` for a request about to be streamed upstream.
@@ -239,7 +249,7 @@ impl MargoProxy {
             match &ctx.forward {
                 Some(fwd) => Auth::Account(Scopes::Request {
                     method,
-                    repository: fwd.matched.as_ref().map(|m| m.upstream_name.as_str()),
+                    repository: fwd.repository(),
                     mount_from: fwd.mount_from.as_deref(),
                     catalog: matches!(ctx.route, Some(OciRoute::Catalog)),
                 }),
@@ -350,12 +360,7 @@ fn replace_response(resp: &mut ResponseHeader, ctx: &mut RequestCtx, err: &OciEr
 
 /// The scopes the proxy's upstream token was asked for (see [`MargoProxy::plan`]).
 fn upstream_scopes(method: &http::Method, fwd: &Forward, catalog: bool) -> Vec<String> {
-    credentials::scopes_for(
-        method,
-        fwd.matched.as_ref().map(|m| m.upstream_name.as_str()),
-        fwd.mount_from.as_deref(),
-        catalog,
-    )
+    credentials::scopes_for(method, fwd.repository(), fwd.mount_from.as_deref(), catalog)
 }
 
 fn path_error(e: PathError, method: &http::Method) -> OciError {
@@ -491,11 +496,14 @@ impl ProxyHttp for MargoProxy {
         if operation.is_manifest_read() && manifest_get::try_serve(self, session, ctx).await? {
             return Ok(true);
         }
-        if matches!(operation, Operation::BlobGet | Operation::BlobHead)
-            && (blob::try_serve(self, session, ctx).await?
-                || blob_follow::serve(self, session, ctx).await?)
-        {
-            return Ok(true);
+        if matches!(operation, Operation::BlobGet | Operation::BlobHead) {
+            if blob::try_serve(self, session, ctx).await? {
+                return Ok(true);
+            }
+            staging::blob_fallback(self, session, ctx).await;
+            if blob_follow::serve(self, session, ctx).await? {
+                return Ok(true);
+            }
         }
         // Going upstream through Pingora: now the proxy's credentials are needed.
         if let Err(e) = self.authorize_upstream(session, ctx).await {
@@ -651,6 +659,7 @@ impl ProxyHttp for MargoProxy {
             }
         }
         blob::on_response(ctx, resp);
+        staging::on_response(self, ctx, resp);
         if (self.state.policy.is_some() || trust::applies(self, ctx))
             && ctx.cache_result.is_none()
             && ctx.operation.is_manifest_read()

@@ -52,13 +52,13 @@ pub fn response_urls(
         return Ok(());
     }
     let public_base = ctx.public_base(public_url);
-    let matched = ctx.forward.as_ref().and_then(|f| f.matched.as_ref());
     let client_name = ctx.repository();
     let rw = UrlRewrite {
         upstream: &upstream.base,
         client_host: ctx.client_host(),
         public_base: &public_base,
-        upstream_name: matched.map(|m| m.upstream_name.as_str()),
+        // A staged upload's URLs name the staging repository: mapped back the same way.
+        upstream_name: ctx.forward.as_ref().and_then(|f| f.repository()),
         client_name,
     };
     if let Some(loc) = resp

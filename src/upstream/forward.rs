@@ -13,6 +13,19 @@ pub struct Forward {
     pub matched: Option<RouteMatch>,
     /// Upstream name of a cross-repository mount source that stays on the same upstream.
     pub mount_from: Option<String>,
+    /// The staging repository an upload goes to instead (see [`crate::staging`]).
+    pub staged: Option<RepoName>,
+}
+
+impl Forward {
+    /// The repository this request really reaches upstream: the staging one for staged
+    /// uploads and staged blob reads, else the route's.
+    pub fn repository(&self) -> Option<&str> {
+        match &self.staged {
+            Some(s) => Some(s.as_str()),
+            None => self.matched.as_ref().map(|m| m.upstream_name.as_str()),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -38,6 +51,7 @@ pub fn plan(
             path_and_query: join(path.to_owned(), query),
             matched: None,
             mount_from: None,
+            staged: None,
         });
     };
     let matched = router.route(name)?;
@@ -66,6 +80,7 @@ pub fn plan(
         path_and_query: join(upstream_path, query.as_deref()),
         matched: Some(matched),
         mount_from,
+        staged: None,
     })
 }
 

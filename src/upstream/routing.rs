@@ -87,6 +87,8 @@ pub enum RouteError {
 #[derive(Debug, Default)]
 pub struct Router {
     routes: Vec<Arc<Route>>,
+    /// The staging namespace (`staging.repository`): no client name reaches it.
+    reserved: Option<String>,
 }
 
 impl Router {
@@ -115,7 +117,10 @@ impl Router {
                 deviations: r.deviations,
             }));
         }
-        Ok(Router { routes })
+        Ok(Router {
+            routes,
+            reserved: config.staging.as_ref().map(|s| s.repository.clone()),
+        })
     }
 
     pub fn route(&self, name: &RepoName) -> Result<RouteMatch, RouteError> {
@@ -135,6 +140,9 @@ impl Router {
                     .map_err(|_| RouteError::BadRewrite(name.to_string()))?
             }
         };
+        if self.is_reserved(upstream_name.as_str()) {
+            return Err(RouteError::NoRoute(name.to_string()));
+        }
         Ok(RouteMatch {
             route: route.clone(),
             upstream_name,
@@ -145,6 +153,9 @@ impl Router {
     /// listings (`_catalog`): the first route whose inverse rewrite gives a name that
     /// routes back to that very repository. `None`: no client name reaches it.
     pub fn client_name(&self, upstream: usize, upstream_name: &str) -> Option<String> {
+        if self.is_reserved(upstream_name) {
+            return None;
+        }
         self.routes
             .iter()
             .filter(|r| r.upstream == upstream)
@@ -161,6 +172,12 @@ impl Router {
                 (back.route.upstream == upstream && back.upstream_name.as_str() == upstream_name)
                     .then_some(candidate)
             })
+    }
+
+    fn is_reserved(&self, upstream_name: &str) -> bool {
+        self.reserved
+            .as_deref()
+            .is_some_and(|p| crate::staging::is_under(p, upstream_name))
     }
 
     /// The upstream of the route a repository-free request (ping, catalog) goes to:
@@ -309,6 +326,28 @@ mod tests {
         assert_eq!(m.upstream_name.as_str(), "apps/acme/web");
         let m = r.route(&n("components/x/y")).unwrap();
         assert_eq!(m.route.upstream, 1);
+    }
+
+    /// The staging namespace is neither listed nor addressable, whatever the routes.
+    #[test]
+    fn staging_repositories_are_hidden_from_clients() {
+        let yaml = "listeners: [{address: \"127.0.0.1:1\"}]\nupstreams:\n  - {name: a, url: \"http://127.0.0.1:5000\"}\nroutes:\n  - {match: \"apps/**\", upstream: a, kind: app, rewrite: {strip: \"apps/\", prefix: \"m/\"}}\n  - {match: \"**\", upstream: a}\nstaging: {repository: stage, state_dir: /tmp/x}\n";
+        let r = Router::from_config(&Config::parse(yaml).expect("valid config")).expect("router");
+        assert_eq!(r.client_name(0, "stage/m/x"), None);
+        assert_eq!(r.client_name(0, "stage"), None);
+        assert_eq!(r.client_name(0, "stagex/y").as_deref(), Some("stagex/y"));
+        assert!(matches!(
+            r.route(&n("stage/m/x")),
+            Err(RouteError::NoRoute(_))
+        ));
+        assert!(matches!(r.route(&n("stage")), Err(RouteError::NoRoute(_))));
+        assert_eq!(
+            r.route(&n("apps/x"))
+                .expect("routed")
+                .upstream_name
+                .as_str(),
+            "m/x"
+        );
     }
 
     #[test]

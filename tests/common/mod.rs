@@ -5,6 +5,8 @@
 pub mod aws;
 
 pub mod git;
+pub mod staging;
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
