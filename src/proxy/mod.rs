@@ -3,6 +3,7 @@
 
 mod access;
 mod admission;
+mod appr;
 pub mod blob;
 mod catalog;
 pub mod ctx;
@@ -55,6 +56,8 @@ pub struct ProxyState {
     pub policy: Option<Arc<PolicyService>>,
     /// `None` when `catalog.enabled` is false.
     pub catalog: Option<Arc<crate::catalog::Catalog>>,
+    /// `None` when `appr.enabled` is false.
+    pub appr: Option<crate::appr::ApprConfig>,
     pub router: Router,
     /// Referrers API on every upstream (native or emulated).
     pub referrers: Arc<crate::referrers::ReferrerService>,
@@ -125,6 +128,7 @@ impl ProxyState {
             coherence,
             policy,
             catalog,
+            appr: config.appr.enabled.then(|| config.appr.clone()),
             referrers,
             trust,
             upstreams,
@@ -443,6 +447,9 @@ impl ProxyHttp for MargoProxy {
             return Ok(true);
         }
         if catalog::serve(self, session, ctx).await? {
+            return Ok(true);
+        }
+        if appr::serve(self, session, ctx).await? {
             return Ok(true);
         }
         let route = match self.parse(session, ctx) {
