@@ -347,7 +347,7 @@ impl Service<'_> {
         let repo = self.repo(p);
         let releases = self.releases(&repo).await?;
         if releases.is_empty() {
-            return Err(ApprError::package_not_found(&p.full(), Some(query), None));
+            return Err(ApprError::package_not_found(&p.full(), None, None));
         }
         let versions: Vec<semver::Version> = releases.iter().map(|(v, _)| v.clone()).collect();
         let v = match mapping::select(&versions, Some(query)) {
@@ -632,21 +632,27 @@ impl Service<'_> {
         Ok(json!({"status": "deleted", "package": p.full(), "release": release}))
     }
 
+    /// The channels document. A 5xx is tried again a few times: distribution answers
+    /// 500 to a tag read that meets a concurrent write of the same tag.
     async fn read_channels(&self, repo: &str) -> Result<ChannelsDoc> {
-        Ok(self
-            .store
-            .manifest(repo, CHANNELS_TAG)
-            .await
-            .map_err(store_error)?
-            .map(|f| ChannelsDoc::parse(&f.body))
-            .unwrap_or_default())
+        let mut tries = 0;
+        loop {
+            match self.store.manifest(repo, CHANNELS_TAG).await {
+                Ok(f) => return Ok(f.map(|f| ChannelsDoc::parse(&f.body)).unwrap_or_default()),
+                Err(StoreError::Upstream { status, .. }) if status >= 500 && tries < 4 => {
+                    tries += 1;
+                    tokio::time::sleep(settle(tries)).await;
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
     }
 
     /// The package must have a release; returns them (as strings).
-    async fn existing(&self, p: &PackageName, release: Option<&str>) -> Result<Vec<String>> {
+    async fn existing(&self, p: &PackageName) -> Result<Vec<String>> {
         let releases = self.releases(&self.repo(p)).await?;
         if releases.is_empty() {
-            return Err(ApprError::package_not_found(&p.full(), release, None));
+            return Err(ApprError::package_not_found(&p.full(), None, None));
         }
         Ok(releases.into_iter().map(|(v, _)| v.to_string()).collect())
     }
@@ -660,7 +666,7 @@ impl Service<'_> {
     }
 
     async fn channels(&self, p: &PackageName) -> Result<Value> {
-        let existing = self.existing(p, None).await?;
+        let existing = self.existing(p).await?;
         let doc = self.read_channels(&self.repo(p)).await?;
         Ok(Value::Array(
             doc.channels
@@ -671,7 +677,7 @@ impl Service<'_> {
     }
 
     async fn show_channel(&self, p: &PackageName, channel: &str) -> Result<Value> {
-        let existing = self.existing(p, None).await?;
+        let existing = self.existing(p).await?;
         let doc = self.read_channels(&self.repo(p)).await?;
         let c = doc
             .channels
@@ -681,7 +687,7 @@ impl Service<'_> {
     }
 
     async fn add_channel_release(&self, p: &PackageName, channel: &str, release: &str) -> Result<Value> {
-        let existing = self.existing(p, Some(release)).await?;
+        let existing = self.existing(p).await?;
         if !existing.iter().any(|r| r == release) {
             return Err(ApprError::new(
                 ErrorCode::PackageReleaseNotFound,
@@ -702,7 +708,7 @@ impl Service<'_> {
     }
 
     async fn remove_channel_release(&self, p: &PackageName, channel: &str, release: &str) -> Result<Value> {
-        let existing = self.existing(p, None).await?;
+        let existing = self.existing(p).await?;
         let doc = self.read_channels(&self.repo(p)).await?;
         if !doc.channels.contains_key(channel) {
             return Err(ApprError::channel_not_found(&p.full(), channel));
@@ -719,7 +725,7 @@ impl Service<'_> {
     }
 
     async fn delete_channel(&self, p: &PackageName, channel: &str) -> Result<Value> {
-        self.existing(p, None).await?;
+        self.existing(p).await?;
         let doc = self.read_channels(&self.repo(p)).await?;
         if !doc.channels.contains_key(channel) {
             return Err(ApprError::channel_not_found(&p.full(), channel));
@@ -753,10 +759,19 @@ impl Service<'_> {
                         mapping::MAX_CHANNELS
                     )));
                 }
-                self.store
+                let put = self
+                    .store
                     .put_manifest(&repo, CHANNELS_TAG, Bytes::from(next.manifest()), false)
-                    .await
-                    .map_err(store_error)?;
+                    .await;
+                match put {
+                    Ok(_) => {}
+                    // A concurrent write of the same tag: read again and retry.
+                    Err(StoreError::Upstream { status, .. }) if status >= 500 => {
+                        tokio::time::sleep(settle(attempt)).await;
+                        continue;
+                    }
+                    Err(e) => return Err(store_error(e)),
+                }
             }
             let after = self.read_channels(&repo).await?;
             if op.holds_in(&after) {

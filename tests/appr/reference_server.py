@@ -63,6 +63,18 @@ def _fetch_data(self, key):
 
 
 mib.ModelsIndexBase._fetch_data = _fetch_data
+_orig_packages_data = mib.ModelsIndexBase.packages_data.fget
+
+
+def _packages_data(self):
+    # The empty index is made as a plain dict literal: the same Python 2 dict.
+    d = _orig_packages_data(self)
+    if not isinstance(d, Py2Dict):
+        self._packages = d = json.loads(json.dumps(d), object_hook=Py2Dict)
+    return d
+
+
+mib.ModelsIndexBase.packages_data = property(_packages_data)
 
 from appr.api.app import create_app  # noqa: E402
 from werkzeug.serving import run_simple  # noqa: E402
