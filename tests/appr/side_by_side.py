@@ -6,7 +6,8 @@ comparison. Then `appr.client.ApprClient` drives margo-proxy (push, pull, show, 
 channels), and concurrent channel updates must all survive.
 
 Usage: side_by_side.py REFERENCE_URL PROXY_URL
-Prints one line per call and exits 1 on the first disagreement.
+       side_by_side.py login PROXY_URL USER PASSWORD NAMESPACE
+Prints one line per call and exits 1 when any disagrees.
 """
 import base64
 import io
@@ -20,6 +21,8 @@ import threading
 import requests
 
 REF, PROXY = sys.argv[1].rstrip("/"), sys.argv[2].rstrip("/")
+if REF == "login":
+    REF = None
 API = "/cnr/api/v1/packages"
 
 
@@ -223,7 +226,10 @@ def concurrent_channels():
     print("CONCURRENT 6 channel adds at once: all kept")
 
 
-if __name__ == "__main__":
+def main():
+    if sys.argv[1] == "login":
+        login_main(*sys.argv[2:6])
+        return
     failures = compare()
     client()
     concurrent_channels()
@@ -231,3 +237,29 @@ if __name__ == "__main__":
         print("%d calls differ" % failures)
         sys.exit(1)
     print("ALL SAME")
+
+
+def login_main(proxy, user, password, namespace):
+    """`appr login` through margo-proxy's token bridge, then a push and a pull with the
+    token appr stored; prints what happened, one word per step."""
+    os.environ["HOME"] = tempfile.mkdtemp()
+    from appr.client import ApprClient
+    c = ApprClient(proxy)
+    result = c.login(user, password)
+    assert result["token"].startswith("Bearer "), "no token"
+    blob = tgz({"manifest.yaml": b"name: x\n"})
+    try:
+        c.push(namespace + "/app", {"release": "1.0.0", "media_type": "kpm",
+                                   "blob": base64.b64encode(blob).decode()})
+        print("push ok")
+    except requests.HTTPError as e:
+        print("push %d %s" % (e.response.status_code, e.response.json().get("code")))
+    try:
+        assert c.pull(namespace + "/app", {"key": "version", "value": "1.0.0"}, "kpm") == blob
+        print("pull ok")
+    except requests.HTTPError as e:
+        print("pull %d" % e.response.status_code)
+
+
+if __name__ == "__main__":
+    main()
