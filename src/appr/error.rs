@@ -104,7 +104,11 @@ impl ApprError {
     }
 
     /// `raise_package_not_found` of the reference: Python's `None` spelled as it prints.
-    pub fn package_not_found(package: &str, release: Option<&str>, media_type: Option<&str>) -> Self {
+    pub fn package_not_found(
+        package: &str,
+        release: Option<&str>,
+        media_type: Option<&str>,
+    ) -> Self {
         ApprError::new(
             ErrorCode::PackageNotFound,
             format!(

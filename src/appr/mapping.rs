@@ -44,9 +44,9 @@ pub fn short_media_type(m: &str) -> &str {
 pub fn valid_media_type(m: &str) -> bool {
     !m.is_empty()
         && m.len() <= 64
-        && m.bytes().enumerate().all(|(i, b)| {
-            b.is_ascii_alphanumeric() || (i > 0 && matches!(b, b'-' | b'_' | b'.'))
-        })
+        && m.bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_alphanumeric() || (i > 0 && matches!(b, b'-' | b'_' | b'.')))
 }
 
 pub fn artifact_type(media_type: &str) -> String {
@@ -315,11 +315,19 @@ impl ChannelsDoc {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelOp {
     /// `current` becomes the release, which joins the channel (created if needed).
-    Add { channel: String, release: String },
+    Add {
+        channel: String,
+        release: String,
+    },
     /// The release leaves the channel; the highest one left is current; an empty
     /// channel is removed.
-    Remove { channel: String, release: String },
-    Delete { channel: String },
+    Remove {
+        channel: String,
+        release: String,
+    },
+    Delete {
+        channel: String,
+    },
 }
 
 impl ChannelOp {
@@ -382,12 +390,21 @@ mod tests {
             "1.1.0_build.5".into(),
             CHANNELS_TAG.into(),
         ]);
-        assert_eq!(rs, vec![v("2.0.0-rc.1"), v("1.2.0"), v("1.1.0+build.5"), v("1.0.0")]);
+        assert_eq!(
+            rs,
+            vec![v("2.0.0-rc.1"), v("1.2.0"), v("1.1.0+build.5"), v("1.0.0")]
+        );
         assert_eq!(select(&rs, None), Selection::Found(v("2.0.0-rc.1")));
-        assert_eq!(select(&rs, Some("default")), Selection::Found(v("2.0.0-rc.1")));
+        assert_eq!(
+            select(&rs, Some("default")),
+            Selection::Found(v("2.0.0-rc.1"))
+        );
         assert_eq!(select(&rs, Some("1.0.0")), Selection::Found(v("1.0.0")));
         assert_eq!(select(&rs, Some("1.5.0")), Selection::NoMatch);
-        assert_eq!(select(&rs, Some(">=1.0,<2.0")), Selection::Found(v("1.2.0")));
+        assert_eq!(
+            select(&rs, Some(">=1.0,<2.0")),
+            Selection::Found(v("1.2.0"))
+        );
         assert_eq!(select(&rs, Some(">=1.0")), Selection::Found(v("1.2.0")));
         assert!(matches!(select(&rs, Some("@@")), Selection::Invalid(_)));
         assert_eq!(select(&[], None), Selection::NoMatch);
@@ -396,7 +413,10 @@ mod tests {
 
     #[test]
     fn media_types() {
-        assert_eq!(short_media_type("application/vnd.appr.package-manifest.helm.v0.json"), "helm");
+        assert_eq!(
+            short_media_type("application/vnd.appr.package-manifest.helm.v0.json"),
+            "helm"
+        );
         assert_eq!(short_media_type("kpm"), "kpm");
         assert!(valid_media_type("docker-compose"));
         assert!(!valid_media_type("a/b") && !valid_media_type("") && !valid_media_type("-x"));
@@ -405,12 +425,26 @@ mod tests {
     #[test]
     fn release_manifest_round_trips() {
         let d = Digest::sha256_of(b"x");
-        let body = release_manifest("kpm", &d, 1, "ns_p_1.0.0.tar.gz", "2026-01-01T00:00:00Z", &json!({"a": 1}));
+        let body = release_manifest(
+            "kpm",
+            &d,
+            1,
+            "ns_p_1.0.0.tar.gz",
+            "2026-01-01T00:00:00Z",
+            &json!({"a": 1}),
+        );
         let r = parse_release(&body).unwrap_or_else(|| panic!("not a release"));
         assert_eq!(r.media_type(), "kpm");
         assert_eq!(r.metadata, json!({"a": 1}));
         assert_eq!(r.created_at, "2026-01-01T00:00:00Z");
-        assert_eq!(r.content, Content::Tarball { media_type: "kpm".into(), digest: d, size: 1 });
+        assert_eq!(
+            r.content,
+            Content::Tarball {
+                media_type: "kpm".into(),
+                digest: d,
+                size: 1
+            }
+        );
         // The channels artifact and foreign manifests are not releases.
         assert_eq!(parse_release(&ChannelsDoc::default().manifest()), None);
         assert_eq!(parse_release(b"{\"layers\":[]}"), None);
@@ -426,7 +460,9 @@ mod tests {
             {"mediaType": "x", "digest": d.to_string(), "size": 1}]});
         let r = parse_release(body.to_string().as_bytes()).unwrap_or_else(|| panic!("not margo"));
         assert_eq!(r.media_type(), MARGO);
-        let Content::Margo { files } = r.content else { panic!("not margo") };
+        let Content::Margo { files } = r.content else {
+            panic!("not margo")
+        };
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].path, "margo.yaml");
     }
@@ -434,24 +470,40 @@ mod tests {
     #[test]
     fn channel_ops_are_idempotent_and_checkable() {
         let mut doc = ChannelsDoc::default();
-        let add = |c: &str, r: &str| ChannelOp::Add { channel: c.into(), release: r.into() };
-        for op in [add("stable", "1.0.0"), add("stable", "1.2.0"), add("stable", "1.2.0")] {
+        let add = |c: &str, r: &str| ChannelOp::Add {
+            channel: c.into(),
+            release: r.into(),
+        };
+        for op in [
+            add("stable", "1.0.0"),
+            add("stable", "1.2.0"),
+            add("stable", "1.2.0"),
+        ] {
             op.apply(&mut doc);
             assert!(op.holds_in(&doc));
         }
         let s = &doc.channels["stable"];
         assert_eq!(ChannelsDoc::releases_of(s), vec!["1.2.0", "1.0.0"]);
-        let rm = ChannelOp::Remove { channel: "stable".into(), release: "1.2.0".into() };
+        let rm = ChannelOp::Remove {
+            channel: "stable".into(),
+            release: "1.2.0".into(),
+        };
         assert!(!rm.holds_in(&doc));
         rm.apply(&mut doc);
         assert!(rm.holds_in(&doc));
         assert_eq!(doc.channels["stable"].current, "1.0.0");
-        ChannelOp::Remove { channel: "stable".into(), release: "1.0.0".into() }.apply(&mut doc);
+        ChannelOp::Remove {
+            channel: "stable".into(),
+            release: "1.0.0".into(),
+        }
+        .apply(&mut doc);
         assert!(doc.channels.is_empty());
         add("beta", "1.0.0").apply(&mut doc);
         let round = ChannelsDoc::parse(&doc.manifest());
         assert_eq!(round, doc);
-        let del = ChannelOp::Delete { channel: "beta".into() };
+        let del = ChannelOp::Delete {
+            channel: "beta".into(),
+        };
         del.apply(&mut doc);
         assert!(del.holds_in(&doc));
         assert_eq!(ChannelsDoc::parse(b"{}"), ChannelsDoc::default());

@@ -176,19 +176,29 @@ mod tests {
     fn routes_as_flask_matches_them() {
         let cases = [
             ("/cnr/version", Some(ApprRoute::Version)),
-            ("/.well-known/app-registry-uri.json", Some(ApprRoute::Discovery)),
+            (
+                "/.well-known/app-registry-uri.json",
+                Some(ApprRoute::Discovery),
+            ),
             ("/cnr/api/v1/packages", Some(ApprRoute::List)),
             ("/cnr/api/v1/packages/", Some(ApprRoute::List)),
             ("/cnr/api/v1/packages/search", Some(ApprRoute::Search)),
             ("/cnr/api/v1/packages/ns/p", Some(ApprRoute::Package(p()))),
-            ("/cnr/api/v1/packages/ns/p/channels", Some(ApprRoute::Channels(p()))),
+            (
+                "/cnr/api/v1/packages/ns/p/channels",
+                Some(ApprRoute::Channels(p())),
+            ),
             (
                 "/cnr/api/v1/packages/ns/p/channels/stable",
                 Some(ApprRoute::Channel(p(), "stable".into())),
             ),
             (
                 "/cnr/api/v1/packages/ns/p/channels/stable/1.0.0",
-                Some(ApprRoute::ChannelRelease(p(), "stable".into(), "1.0.0".into())),
+                Some(ApprRoute::ChannelRelease(
+                    p(),
+                    "stable".into(),
+                    "1.0.0".into(),
+                )),
             ),
             (
                 "/cnr/api/v1/packages/ns/p/blobs/sha256/abc/json",
@@ -249,7 +259,10 @@ mod tests {
 
     #[test]
     fn query_params() {
-        assert_eq!(query_param(Some("a=1&force=true"), "force").as_deref(), Some("true"));
+        assert_eq!(
+            query_param(Some("a=1&force=true"), "force").as_deref(),
+            Some("true")
+        );
         assert_eq!(query_param(Some("q=a%20b"), "q").as_deref(), Some("a b"));
         assert_eq!(query_param(None, "q"), None);
     }

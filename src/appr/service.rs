@@ -138,9 +138,7 @@ impl Service<'_> {
                 .list(q("namespace"), q("query"), q("media_type"))
                 .await?),
             ApprRoute::Search => ok(self.search(q("q")).await?),
-            ApprRoute::Package(p) if *req.method == Method::POST => {
-                ok(self.push(p, req).await?)
-            }
+            ApprRoute::Package(p) if *req.method == Method::POST => ok(self.push(p, req).await?),
             ApprRoute::Package(p) => ok(self.releases_view(p, q("media_type").as_deref()).await?),
             ApprRoute::Release(p, r) => ok(self.release_manifests(p, r).await?),
             ApprRoute::Manifest(p, r, m) if *req.method == Method::DELETE => {
@@ -368,9 +366,7 @@ impl Service<'_> {
             .map(|(_, t)| t.clone())
             .unwrap_or_else(|| mapping::tag_of(&release));
         let media_type = mapping::short_media_type(media_type);
-        let missing = || {
-            ApprError::package_not_found(&p.full(), Some(&release), Some(media_type))
-        };
+        let missing = || ApprError::package_not_found(&p.full(), Some(&release), Some(media_type));
         let (manifest, manifest_digest) = self.read(&repo, &tag).await?.ok_or_else(missing)?;
         if media_type != "-" && manifest.media_type() != media_type {
             return Err(missing());
@@ -436,9 +432,9 @@ impl Service<'_> {
                 })?;
             out.insert(f.path.clone(), data);
         }
-        tarball::build(&out).map(Bytes::from).map_err(|e| {
-            ApprError::new(ErrorCode::Internal, format!("packing: {e}"), json!({}))
-        })
+        tarball::build(&out)
+            .map(Bytes::from)
+            .map_err(|e| ApprError::new(ErrorCode::Internal, format!("packing: {e}"), json!({})))
     }
 
     fn pulled(blob: Bytes, filename: String, mut json: Value, as_json: bool) -> Reply {
@@ -446,7 +442,9 @@ impl Service<'_> {
             if let Value::Object(m) = &mut json {
                 m.insert(
                     "blob".into(),
-                    base64::engine::general_purpose::STANDARD.encode(&blob).into(),
+                    base64::engine::general_purpose::STANDARD
+                        .encode(&blob)
+                        .into(),
                 );
                 m.insert("filename".into(), filename.into());
             }
@@ -546,7 +544,7 @@ impl Service<'_> {
         let repo = self.repo(p);
         let tag = mapping::tag_of(&release);
         let tags = self.store.tags(&repo).await.map_err(store_error)?;
-        if !force && tags.iter().any(|t| *t == tag) {
+        if !force && tags.contains(&tag) {
             return Err(ApprError::exists(&p.full(), &release, &media_type));
         }
         let created = crate::auth::token_endpoint::rfc3339(req.now_unix);
@@ -574,7 +572,8 @@ impl Service<'_> {
                 let mut e = store_error(e);
                 e.details.insert("package".into(), p.full().into());
                 e.details.insert("release".into(), release.clone().into());
-                e.details.insert("media_type".into(), media_type.clone().into());
+                e.details
+                    .insert("media_type".into(), media_type.clone().into());
                 e
             })?;
         Ok(json!({"status": "ok"}))
@@ -686,7 +685,12 @@ impl Service<'_> {
         Ok(Self::channel_view(channel, c, &existing))
     }
 
-    async fn add_channel_release(&self, p: &PackageName, channel: &str, release: &str) -> Result<Value> {
+    async fn add_channel_release(
+        &self,
+        p: &PackageName,
+        channel: &str,
+        release: &str,
+    ) -> Result<Value> {
         let existing = self.existing(p).await?;
         if !existing.iter().any(|r| r == release) {
             return Err(ApprError::new(
@@ -707,7 +711,12 @@ impl Service<'_> {
         Ok(Self::channel_view(channel, &c, &existing))
     }
 
-    async fn remove_channel_release(&self, p: &PackageName, channel: &str, release: &str) -> Result<Value> {
+    async fn remove_channel_release(
+        &self,
+        p: &PackageName,
+        channel: &str,
+        release: &str,
+    ) -> Result<Value> {
         let existing = self.existing(p).await?;
         let doc = self.read_channels(&self.repo(p)).await?;
         if !doc.channels.contains_key(channel) {
@@ -793,19 +802,20 @@ impl Service<'_> {
 
 /// A short pause, growing with the attempt and spread so that contenders drift apart.
 fn settle(attempt: usize) -> Duration {
-    let jitter = u64::from(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0)
-        % 10);
+    let jitter = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+            % 10,
+    );
     Duration::from_millis(5 + 10 * attempt as u64 + jitter)
 }
 
 fn valid_channel(c: &str) -> bool {
     !c.is_empty()
         && c.len() <= 128
-        && c
-            .bytes()
+        && c.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
@@ -830,11 +840,20 @@ mod tests {
         tarball::build(&m).unwrap_or_default()
     }
 
-    async fn call(store: &MemoryStore, method: http::Method, path: &str, body: Value) -> (u16, Value, Reply) {
+    async fn call(
+        store: &MemoryStore,
+        method: http::Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value, Reply) {
         let route = ApprRoute::parse(path.split('?').next().unwrap_or(path))
             .unwrap_or_else(|| panic!("no route {path}"));
         let query = path.split_once('?').map(|(_, q)| q);
-        let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
         let req = Request {
             method: &method,
             route: &route,
@@ -862,14 +881,30 @@ mod tests {
         assert_eq!((st, v), (200, json!({"status": "ok"})));
         let (st, v, _) = call(&s, Method::POST, "/cnr/api/v1/packages/ns/p", push.clone()).await;
         assert_eq!((st, v["code"].as_str()), (409, Some("package-exists")));
-        let (st, _, _) = call(&s, Method::POST, "/cnr/api/v1/packages/ns/p?force=true", push).await;
+        let (st, _, _) = call(
+            &s,
+            Method::POST,
+            "/cnr/api/v1/packages/ns/p?force=true",
+            push,
+        )
+        .await;
         assert_eq!(st, 200);
-        let (st, v, _) = call(&s, Method::POST, "/cnr/api/v1/packages/ns/p",
-            json!({"release": "one", "blob": b64(&blob)})).await;
+        let (st, v, _) = call(
+            &s,
+            Method::POST,
+            "/cnr/api/v1/packages/ns/p",
+            json!({"release": "one", "blob": b64(&blob)}),
+        )
+        .await;
         assert_eq!((st, v["code"].as_str()), (422, Some("invalid-release")));
         assert_eq!(v["details"], json!({"version": "one"}));
-        let (st, v, _) = call(&s, Method::POST, "/cnr/api/v1/packages/ns/p",
-            json!({"release": "2.0.0", "blob": b64(b"nope")})).await;
+        let (st, v, _) = call(
+            &s,
+            Method::POST,
+            "/cnr/api/v1/packages/ns/p",
+            json!({"release": "2.0.0", "blob": b64(b"nope")}),
+        )
+        .await;
         assert_eq!((st, v["code"].as_str()), (400, Some("invalid-usage")));
 
         let (st, v, _) = call(&s, Method::GET, "/cnr/api/v1/packages", Value::Null).await;
@@ -877,39 +912,117 @@ mod tests {
         assert_eq!(v[0]["name"], "ns/p");
         assert_eq!(v[0]["releases"], json!(["1.0.0"]));
         assert_eq!(v[0]["manifests"], json!(["kpm"]));
-        let (_, v, _) = call(&s, Method::GET, "/cnr/api/v1/packages?media_type=helm", Value::Null).await;
+        let (_, v, _) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages?media_type=helm",
+            Value::Null,
+        )
+        .await;
         assert_eq!(v, json!([]));
-        let (_, v, _) = call(&s, Method::GET, "/cnr/api/v1/packages/search?q=p", Value::Null).await;
+        let (_, v, _) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages/search?q=p",
+            Value::Null,
+        )
+        .await;
         assert_eq!(v, json!(["ns/p"]));
 
-        let (st, v, _) = call(&s, Method::GET, "/cnr/api/v1/packages/ns/p/1.0.0/kpm", Value::Null).await;
+        let (st, v, _) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages/ns/p/1.0.0/kpm",
+            Value::Null,
+        )
+        .await;
         assert_eq!(st, 200);
         assert_eq!(v["channels"], json!([]));
-        assert_eq!(v["mediaType"], "application/vnd.appr.package-manifest.kpm.v0.json");
-        let digest = v["content"]["digest"].as_str().unwrap_or_default().to_owned();
+        assert_eq!(
+            v["mediaType"],
+            "application/vnd.appr.package-manifest.kpm.v0.json"
+        );
+        let digest = v["content"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         assert_eq!(digest, Digest::sha256_of(&blob).encoded());
 
-        let (st, _, raw) = call(&s, Method::GET, "/cnr/api/v1/packages/ns/p/1.0.0/kpm/pull", Value::Null).await;
+        let (st, _, raw) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages/ns/p/1.0.0/kpm/pull",
+            Value::Null,
+        )
+        .await;
         assert_eq!(st, 200);
         assert_eq!(raw.body.as_ref(), blob.as_slice());
-        assert!(raw.headers.iter().any(|(n, v)| *n == http::header::CONTENT_DISPOSITION && v == "ns_p_1.0.0.tar.gz"));
-        let (_, v, _) = call(&s, Method::GET, "/cnr/api/v1/packages/ns/p/default/kpm/pull/json", Value::Null).await;
+        assert!(raw
+            .headers
+            .iter()
+            .any(|(n, v)| *n == http::header::CONTENT_DISPOSITION && v == "ns_p_1.0.0.tar.gz"));
+        let (_, v, _) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages/ns/p/default/kpm/pull/json",
+            Value::Null,
+        )
+        .await;
         assert_eq!(v["blob"], b64(&blob));
-        let (_, v, _) = call(&s, Method::GET, &format!("/cnr/api/v1/packages/ns/p/blobs/sha256/{digest}/json"), Value::Null).await;
+        let (_, v, _) = call(
+            &s,
+            Method::GET,
+            &format!("/cnr/api/v1/packages/ns/p/blobs/sha256/{digest}/json"),
+            Value::Null,
+        )
+        .await;
         assert_eq!(v["blob"], b64(&blob));
-        let (st, v, _) = call(&s, Method::GET, "/cnr/api/v1/packages/ns/p/blobs/sha256/00/json", Value::Null).await;
+        let (st, v, _) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages/ns/p/blobs/sha256/00/json",
+            Value::Null,
+        )
+        .await;
         assert_eq!((st, v["code"].as_str()), (404, Some("package-not-found")));
 
-        let (st, v, _) = call(&s, Method::GET, "/cnr/api/v1/packages/ns/p/9.9.9/kpm", Value::Null).await;
-        assert_eq!((st, v["code"].as_str()), (404, Some("package-release-not-found")));
-        let (st, v, _) = call(&s, Method::GET, "/cnr/api/v1/packages/ns/p/1.0.0/helm", Value::Null).await;
+        let (st, v, _) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages/ns/p/9.9.9/kpm",
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (404, Some("package-release-not-found"))
+        );
+        let (st, v, _) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages/ns/p/1.0.0/helm",
+            Value::Null,
+        )
+        .await;
         assert_eq!((st, v["code"].as_str()), (404, Some("package-not-found")));
         let (st, v, _) = call(&s, Method::GET, "/cnr/api/v1/packages/ns/q", Value::Null).await;
         assert_eq!((st, v["code"].as_str()), (404, Some("package-not-found")));
 
-        let (st, v, _) = call(&s, Method::DELETE, "/cnr/api/v1/packages/ns/p/1.0.0/kpm", Value::Null).await;
+        let (st, v, _) = call(
+            &s,
+            Method::DELETE,
+            "/cnr/api/v1/packages/ns/p/1.0.0/kpm",
+            Value::Null,
+        )
+        .await;
         assert_eq!((st, v["status"].as_str()), (200, Some("deleted")));
-        let (st, _, _) = call(&s, Method::DELETE, "/cnr/api/v1/packages/ns/p/1.0.0/kpm", Value::Null).await;
+        let (st, _, _) = call(
+            &s,
+            Method::DELETE,
+            "/cnr/api/v1/packages/ns/p/1.0.0/kpm",
+            Value::Null,
+        )
+        .await;
         assert_eq!(st, 404);
     }
 
@@ -920,31 +1033,84 @@ mod tests {
         let blob = tgz(&[("manifest.yaml", b"name: x\n")]);
         for r in ["1.0.0", "1.1.0"] {
             let push = json!({"release": r, "blob": b64(&blob)});
-            assert_eq!(call(&s, Method::POST, "/cnr/api/v1/packages/ns/p", push).await.0, 200);
+            assert_eq!(
+                call(&s, Method::POST, "/cnr/api/v1/packages/ns/p", push)
+                    .await
+                    .0,
+                200
+            );
         }
         let base = "/cnr/api/v1/packages/ns/p/channels";
         assert_eq!(call(&s, Method::GET, base, Value::Null).await.1, json!([]));
         let (st, v, _) = call(&s, Method::GET, &format!("{base}/stable"), Value::Null).await;
         assert_eq!((st, v["code"].as_str()), (404, Some("channel-not-found")));
-        let (st, v, _) = call(&s, Method::POST, &format!("{base}/stable/1.0.0"), Value::Null).await;
+        let (st, v, _) = call(
+            &s,
+            Method::POST,
+            &format!("{base}/stable/1.0.0"),
+            Value::Null,
+        )
+        .await;
         assert_eq!(st, 200);
-        assert_eq!(v, json!({"releases": ["1.0.0"], "name": "stable", "current": "1.0.0"}));
-        call(&s, Method::POST, &format!("{base}/stable/1.1.0"), Value::Null).await;
+        assert_eq!(
+            v,
+            json!({"releases": ["1.0.0"], "name": "stable", "current": "1.0.0"})
+        );
+        call(
+            &s,
+            Method::POST,
+            &format!("{base}/stable/1.1.0"),
+            Value::Null,
+        )
+        .await;
         let (_, v, _) = call(&s, Method::GET, &format!("{base}/stable"), Value::Null).await;
-        assert_eq!(v, json!({"releases": ["1.1.0", "1.0.0"], "name": "stable", "current": "1.1.0"}));
-        let (_, v, _) = call(&s, Method::GET, "/cnr/api/v1/packages/ns/p/1.1.0/kpm", Value::Null).await;
+        assert_eq!(
+            v,
+            json!({"releases": ["1.1.0", "1.0.0"], "name": "stable", "current": "1.1.0"})
+        );
+        let (_, v, _) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages/ns/p/1.1.0/kpm",
+            Value::Null,
+        )
+        .await;
         assert_eq!(v["channels"], json!(["stable"]));
-        let (st, v, _) = call(&s, Method::POST, &format!("{base}/stable/3.0.0"), Value::Null).await;
-        assert_eq!((st, v["code"].as_str()), (404, Some("package-release-not-found")));
-        let (st, v, _) = call(&s, Method::DELETE, &format!("{base}/stable/1.1.0"), Value::Null).await;
+        let (st, v, _) = call(
+            &s,
+            Method::POST,
+            &format!("{base}/stable/3.0.0"),
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            (st, v["code"].as_str()),
+            (404, Some("package-release-not-found"))
+        );
+        let (st, v, _) = call(
+            &s,
+            Method::DELETE,
+            &format!("{base}/stable/1.1.0"),
+            Value::Null,
+        )
+        .await;
         assert_eq!((st, v["status"].as_str()), (200, Some("deleted")));
         let (_, v, _) = call(&s, Method::GET, base, Value::Null).await;
-        assert_eq!(v, json!([{"releases": ["1.0.0"], "name": "stable", "current": "1.0.0"}]));
+        assert_eq!(
+            v,
+            json!([{"releases": ["1.0.0"], "name": "stable", "current": "1.0.0"}])
+        );
         let (st, v, _) = call(&s, Method::DELETE, &format!("{base}/stable"), Value::Null).await;
         assert_eq!((st, v["action"].as_str()), (200, Some("delete")));
         let (st, _, _) = call(&s, Method::DELETE, &format!("{base}/stable"), Value::Null).await;
         assert_eq!(st, 404);
-        let (st, _, _) = call(&s, Method::GET, "/cnr/api/v1/packages/ns/none/channels", Value::Null).await;
+        let (st, _, _) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages/ns/none/channels",
+            Value::Null,
+        )
+        .await;
         assert_eq!(st, 404);
         let (st, v, _) = call(&s, Method::PUT, base, Value::Null).await;
         assert_eq!((st, v["code"].as_str()), (405, Some("method-not-allowed")));
@@ -959,15 +1125,39 @@ mod tests {
         let push = json!({"release": "1.0.0", "media_type": "margo", "blob": b64(&blob)});
         let (st, v, _) = call(&s, Method::POST, "/cnr/api/v1/packages/m/app", push.clone()).await;
         assert_eq!((st, v.clone()), (200, json!({"status": "ok"})), "{v}");
-        let (_, v, _) = call(&s, Method::GET, "/cnr/api/v1/packages/m/app/1.0.0/margo", Value::Null).await;
-        assert_eq!(v["mediaType"], "application/vnd.appr.package-manifest.margo.v0.json");
-        let (st, _, raw) = call(&s, Method::GET, "/cnr/api/v1/packages/m/app/1.0.0/margo/pull", Value::Null).await;
+        let (_, v, _) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages/m/app/1.0.0/margo",
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            v["mediaType"],
+            "application/vnd.appr.package-manifest.margo.v0.json"
+        );
+        let (st, _, raw) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages/m/app/1.0.0/margo/pull",
+            Value::Null,
+        )
+        .await;
         assert_eq!(st, 200);
         let files = tarball::unpack(&raw.body, 1 << 20).unwrap_or_default();
         assert_eq!(files.get("margo.yaml").map(|b| b.as_ref()), Some(yaml));
         // The digest of a Margo release is its manifest's, and the blob route builds it.
-        let digest = v["content"]["digest"].as_str().unwrap_or_default().to_owned();
-        let (st, _, again) = call(&s, Method::GET, &format!("/cnr/api/v1/packages/m/app/blobs/sha256/{digest}"), Value::Null).await;
+        let digest = v["content"]["digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let (st, _, again) = call(
+            &s,
+            Method::GET,
+            &format!("/cnr/api/v1/packages/m/app/blobs/sha256/{digest}"),
+            Value::Null,
+        )
+        .await;
         assert_eq!(st, 200);
         assert_eq!(again.body, raw.body);
 
@@ -980,11 +1170,21 @@ mod tests {
         let push = json!({"release": "2.0.0", "media_type": "margo", "blob": b64(&blob)});
         let (st, v, _) = call(&s, Method::POST, "/cnr/api/v1/packages/m/app", push).await;
         assert_eq!((st, v["code"].as_str()), (422, Some("invalid-release")));
-        assert!(v["message"].as_str().unwrap_or_default().contains("MARGO-DESC-001"), "{v}");
-        assert_eq!(v["details"]["errors"][0]["detail"]["rule"], "MARGO-DESC-001");
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("MARGO-DESC-001"),
+            "{v}"
+        );
+        assert_eq!(
+            v["details"]["errors"][0]["detail"]["rule"],
+            "MARGO-DESC-001"
+        );
         assert_eq!(v["details"]["release"], "2.0.0");
         // No margo.yaml: refused before anything is written.
-        let push = json!({"release": "3.0.0", "media_type": "margo", "blob": b64(&tgz(&[("x", b"y")]))});
+        let push =
+            json!({"release": "3.0.0", "media_type": "margo", "blob": b64(&tgz(&[("x", b"y")]))});
         let (st, _, _) = call(&s, Method::POST, "/cnr/api/v1/packages/m/app", push).await;
         assert_eq!(st, 400);
     }
@@ -999,12 +1199,24 @@ mod tests {
         let blob = tgz(&[("manifest.yaml", b"x")]);
         for p in ["secret", "open"] {
             let push = json!({"release": "1.0.0", "blob": b64(&blob)});
-            call(&s, Method::POST, &format!("/cnr/api/v1/packages/ns/{p}"), push).await;
+            call(
+                &s,
+                Method::POST,
+                &format!("/cnr/api/v1/packages/ns/{p}"),
+                push,
+            )
+            .await;
         }
         let (_, v, _) = call(&s, Method::GET, "/cnr/api/v1/packages", Value::Null).await;
         assert_eq!(v.as_array().map(Vec::len), Some(1));
         assert_eq!(v[0]["name"], "ns/open");
-        let (_, v, _) = call(&s, Method::GET, "/cnr/api/v1/packages/search?q=secret", Value::Null).await;
+        let (_, v, _) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages/search?q=secret",
+            Value::Null,
+        )
+        .await;
         assert_eq!(v, json!([]));
     }
 }

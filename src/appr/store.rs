@@ -34,7 +34,12 @@ pub trait Store: Send + Sync {
     async fn tags(&self, repo: &str) -> Result<Vec<String>, StoreError>;
     async fn manifest(&self, repo: &str, reference: &str) -> Result<Option<Fetched>, StoreError>;
     /// A blob, checked against its digest, refused past `max` bytes.
-    async fn blob(&self, repo: &str, digest: &Digest, max: u64) -> Result<Option<Bytes>, StoreError>;
+    async fn blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        max: u64,
+    ) -> Result<Option<Bytes>, StoreError>;
     async fn put_blob(&self, repo: &str, digest: &Digest, data: Bytes) -> Result<(), StoreError>;
     /// Tags `body` in `repo`. `release`: a package release, judged by the route's Margo
     /// admission and the push policies exactly as an OCI push of it would be.
@@ -85,7 +90,11 @@ pub mod memory {
                 .map(|t| t.keys().cloned().collect())
                 .unwrap_or_default())
         }
-        async fn manifest(&self, repo: &str, reference: &str) -> Result<Option<Fetched>, StoreError> {
+        async fn manifest(
+            &self,
+            repo: &str,
+            reference: &str,
+        ) -> Result<Option<Fetched>, StoreError> {
             let digest = match reference.parse::<Digest>() {
                 Ok(d) => d,
                 Err(_) => match lock(&self.tags).get(repo).and_then(|t| t.get(reference)) {
@@ -98,18 +107,37 @@ pub mod memory {
                 digest: digest.clone(),
             }))
         }
-        async fn blob(&self, _repo: &str, digest: &Digest, max: u64) -> Result<Option<Bytes>, StoreError> {
+        async fn blob(
+            &self,
+            _repo: &str,
+            digest: &Digest,
+            max: u64,
+        ) -> Result<Option<Bytes>, StoreError> {
             let b = lock(&self.blobs).get(digest).cloned();
             match b {
-                Some(b) if b.len() as u64 > max => Err(StoreError::TooLarge { what: "blob", limit: max }),
+                Some(b) if b.len() as u64 > max => Err(StoreError::TooLarge {
+                    what: "blob",
+                    limit: max,
+                }),
                 b => Ok(b),
             }
         }
-        async fn put_blob(&self, _repo: &str, digest: &Digest, data: Bytes) -> Result<(), StoreError> {
+        async fn put_blob(
+            &self,
+            _repo: &str,
+            digest: &Digest,
+            data: Bytes,
+        ) -> Result<(), StoreError> {
             lock(&self.blobs).insert(digest.clone(), data);
             Ok(())
         }
-        async fn put_manifest(&self, repo: &str, tag: &str, body: Bytes, release: bool) -> Result<Digest, StoreError> {
+        async fn put_manifest(
+            &self,
+            repo: &str,
+            tag: &str,
+            body: Bytes,
+            release: bool,
+        ) -> Result<Digest, StoreError> {
             if release {
                 if let Some(e) = lock(&self.refuse).clone() {
                     return Err(StoreError::Refused(e));
@@ -125,7 +153,9 @@ pub mod memory {
         }
         async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<bool, StoreError> {
             let mut tags = lock(&self.tags);
-            let Some(t) = tags.get_mut(repo) else { return Ok(false) };
+            let Some(t) = tags.get_mut(repo) else {
+                return Ok(false);
+            };
             let before = t.len();
             t.retain(|_, d| d != digest);
             Ok(t.len() != before)

@@ -110,12 +110,18 @@ pub fn strip_top_folder(files: BTreeMap<String, Bytes>, marker: &str) -> BTreeMa
     if files.contains_key(marker) {
         return files;
     }
-    let Some(top) = files.keys().next().and_then(|k| k.split_once('/')).map(|(t, _)| t.to_owned())
+    let Some(top) = files
+        .keys()
+        .next()
+        .and_then(|k| k.split_once('/'))
+        .map(|(t, _)| t.to_owned())
     else {
         return files;
     };
     let prefix = format!("{top}/");
-    if !files.keys().all(|k| k.starts_with(&prefix)) || !files.contains_key(&format!("{prefix}{marker}")) {
+    if !files.keys().all(|k| k.starts_with(&prefix))
+        || !files.contains_key(&format!("{prefix}{marker}"))
+    {
         return files;
     }
     files
@@ -131,7 +137,10 @@ mod tests {
     fn files() -> BTreeMap<String, Bytes> {
         let mut f = BTreeMap::new();
         f.insert("margo.yaml".to_owned(), Bytes::from_static(b"a: 1\n"));
-        f.insert("resources/icon.png".to_owned(), Bytes::from_static(b"\x89PNG"));
+        f.insert(
+            "resources/icon.png".to_owned(),
+            Bytes::from_static(b"\x89PNG"),
+        );
         f
     }
 
@@ -150,8 +159,14 @@ mod tests {
     fn limits_and_bad_input() {
         let a = build(&files()).unwrap_or_default();
         assert_eq!(unpack(&a, 4), Err(TarballError::TooLarge(4)));
-        assert!(matches!(unpack(b"not gzip", 100), Err(TarballError::Format(_))));
-        assert!(matches!(unpack(&[], 100), Err(TarballError::Format(_)) | Ok(_)));
+        assert!(matches!(
+            unpack(b"not gzip", 100),
+            Err(TarballError::Format(_))
+        ));
+        assert!(matches!(
+            unpack(&[], 100),
+            Err(TarballError::Format(_)) | Ok(_)
+        ));
     }
 
     #[test]
@@ -173,7 +188,10 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&tar).unwrap_or_default();
         let blob = gz.finish().unwrap_or_default();
-        assert_eq!(unpack(&blob, 1 << 20), Err(TarballError::Path("../evil".into())));
+        assert_eq!(
+            unpack(&blob, 1 << 20),
+            Err(TarballError::Path("../evil".into()))
+        );
     }
 
     #[test]
@@ -182,12 +200,16 @@ mod tests {
         let mut h = tar::Header::new_ustar();
         h.set_entry_type(tar::EntryType::Symlink);
         h.set_size(0);
-        raw.append_link(&mut h, "l", "/etc/passwd").unwrap_or_default();
+        raw.append_link(&mut h, "l", "/etc/passwd")
+            .unwrap_or_default();
         let tar = raw.into_inner().unwrap_or_default();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&tar).unwrap_or_default();
         let blob = gz.finish().unwrap_or_default();
-        assert_eq!(unpack(&blob, 1 << 20), Err(TarballError::EntryType("l".into())));
+        assert_eq!(
+            unpack(&blob, 1 << 20),
+            Err(TarballError::EntryType("l".into()))
+        );
     }
 
     #[test]

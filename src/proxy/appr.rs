@@ -36,7 +36,11 @@ const MAX_CATALOG_PAGES: usize = 100;
 
 /// Answers `/cnr/...` and the discovery document when the API is on; `Ok(false)` for
 /// every other request.
-pub async fn serve(proxy: &MargoProxy, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+pub async fn serve(
+    proxy: &MargoProxy,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<bool> {
     let Some(cfg) = proxy.state.appr.as_ref() else {
         return Ok(false);
     };
@@ -94,7 +98,9 @@ async fn answer(
     let principal = match &proxy.state.auth {
         None => None,
         Some(auth) => {
-            let repo = route.package().map(|p| cfg.repository(&p.namespace, &p.name));
+            let repo = route
+                .package()
+                .map(|p| cfg.repository(&p.namespace, &p.name));
             let target = match &repo {
                 Some(name) => Target::Repository {
                     name,
@@ -306,7 +312,11 @@ impl UpstreamStore<'_> {
         }
     }
 
-    async fn catalog(&self, index: usize, upstream: &Upstream) -> std::result::Result<Vec<String>, StoreError> {
+    async fn catalog(
+        &self,
+        index: usize,
+        upstream: &Upstream,
+    ) -> std::result::Result<Vec<String>, StoreError> {
         let caller = Caller {
             request_id: Some(&self.request_id),
             forwarded: None,
@@ -519,7 +529,10 @@ impl Store for UpstreamStore<'_> {
                 .map_err(upstream_error)?
         };
         if !answer.status.is_success() {
-            let why = String::from_utf8_lossy(&answer.body).chars().take(500).collect::<String>();
+            let why = String::from_utf8_lossy(&answer.body)
+                .chars()
+                .take(500)
+                .collect::<String>();
             return Err(StoreError::Upstream {
                 status: 502,
                 message: format!("upstream refused the manifest ({}): {why}", answer.status),

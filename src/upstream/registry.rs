@@ -700,7 +700,10 @@ impl<'u> Registry<'u> {
             return Ok(());
         }
         let start = self
-            .send(caller, Request::new(Method::POST, format!("/v2/{name}/blobs/uploads/")))
+            .send(
+                caller,
+                Request::new(Method::POST, format!("/v2/{name}/blobs/uploads/")),
+            )
             .await?;
         if start.status != StatusCode::ACCEPTED {
             return Err(self.status(start.status, caller));
