@@ -1190,6 +1190,49 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_channel_update_lost_to_a_concurrent_writer_is_applied_again() {
+        use http::Method;
+        let s = MemoryStore::default();
+        let blob = tgz(&[("manifest.yaml", b"x")]);
+        let push = json!({"release": "1.0.0", "blob": b64(&blob)});
+        call(&s, Method::POST, "/cnr/api/v1/packages/ns/p", push).await;
+        *s.lose_channel_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = 3;
+        let (st, v, _) = call(
+            &s,
+            Method::POST,
+            "/cnr/api/v1/packages/ns/p/channels/stable/1.0.0",
+            Value::Null,
+        )
+        .await;
+        assert_eq!(st, 200, "{v}");
+        let (_, v, _) = call(
+            &s,
+            Method::GET,
+            "/cnr/api/v1/packages/ns/p/channels",
+            Value::Null,
+        )
+        .await;
+        assert_eq!(
+            v,
+            json!([{"releases": ["1.0.0"], "name": "stable", "current": "1.0.0"}])
+        );
+        // Every write lost: a clear 409, not a silent success.
+        *s.lose_channel_writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = 100;
+        let (st, v, _) = call(
+            &s,
+            Method::POST,
+            "/cnr/api/v1/packages/ns/p/channels/beta/1.0.0",
+            Value::Null,
+        )
+        .await;
+        assert_eq!((st, v["code"].as_str()), (409, Some("resource-in-use")));
+    }
+
+    #[tokio::test]
     async fn hidden_repositories_are_not_listed() {
         use http::Method;
         let s = MemoryStore {

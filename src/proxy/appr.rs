@@ -586,3 +586,22 @@ impl Store for UpstreamStore<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_token_is_read_as_a_bearer_token() {
+        let bare = HeaderValue::from_static("abc.def.ghi");
+        assert_eq!(
+            bearer(Some(&bare)).map(|v| v.to_str().map(str::to_owned).unwrap_or_default()),
+            Some("Bearer abc.def.ghi".to_owned())
+        );
+        let full = HeaderValue::from_static("Bearer abc");
+        assert_eq!(bearer(Some(&full)), Some(full.clone()));
+        let basic = HeaderValue::from_static("Basic dTpw");
+        assert_eq!(bearer(Some(&basic)), Some(basic.clone()));
+        assert_eq!(bearer(None), None);
+    }
+}
