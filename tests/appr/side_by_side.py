@@ -10,6 +10,7 @@ Usage: side_by_side.py REFERENCE_URL PROXY_URL
 Prints one line per call and exits 1 when any disagrees.
 """
 import base64
+import gzip
 import io
 import json
 import os
@@ -27,13 +28,14 @@ API = "/cnr/api/v1/packages"
 
 
 def tgz(files):
-    b = io.BytesIO()
-    with tarfile.open(fileobj=b, mode="w:gz") as t:
+    """The same files give the same bytes (gzip and tar times fixed): runs compare them."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as t:
         for name, data in files.items():
             ti = tarfile.TarInfo(name)
             ti.size = len(data)
             t.addfile(ti, io.BytesIO(data))
-    return b.getvalue()
+    return gzip.compress(raw.getvalue(), mtime=0)
 
 
 BLOB = tgz({"manifest.yaml": b"name: ns/p\nversion: 1.0.0\n", "README.md": b"hello\n"})
