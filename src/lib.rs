@@ -19,6 +19,7 @@
 //! - [`startup`], [`signals`]: checks before serving, SIGHUP.
 
 pub mod admin;
+pub mod appr;
 pub mod auth;
 pub mod bus;
 pub mod cache;

@@ -99,6 +99,29 @@ fn descriptor(b: &Blob, annotations: serde_json::Value) -> serde_json::Value {
 /// Packs `dir`.
 pub fn pack_dir(dir: &Path) -> Result<Packed, PackError> {
     let description = read(&dir.join("margo.yaml"))?;
+    pack_with(description, |rel| read(&dir.join(rel)), None)
+}
+
+/// Packs a package held in memory (path → content, `margo.yaml` at the root), as the
+/// App Registry receives one; `created` becomes `org.opencontainers.image.created`.
+pub fn pack_files(
+    files: &std::collections::BTreeMap<String, Bytes>,
+    created: Option<&str>,
+) -> Result<Packed, PackError> {
+    let get = |rel: &str| {
+        files.get(rel).cloned().ok_or_else(|| PackError::Io {
+            path: rel.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "not in the package"),
+        })
+    };
+    pack_with(get("margo.yaml")?, get, created)
+}
+
+fn pack_with(
+    description: Bytes,
+    read: impl Fn(&str) -> Result<Bytes, PackError>,
+    created: Option<&str>,
+) -> Result<Packed, PackError> {
     let tree = yaml::parse(&description, &YamlLimits::default())
         .map_err(|e| PackError::Description(e.to_string()))?;
     let refs = ResourceRefs::from_node(&tree);
@@ -115,7 +138,7 @@ pub fn pack_dir(dir: &Path) -> Result<Packed, PackError> {
     for r in refs.local() {
         let rel = normalize_relative(&r.reference)
             .map_err(|e| PackError::Resource(r.reference.clone(), e.to_string()))?;
-        let data = read(&dir.join(&rel))?;
+        let data = read(&rel)?;
         let blob = Blob {
             media_type: format!(
                 "application/vnd.margo.app.{}.v1+{}",
@@ -134,7 +157,7 @@ pub fn pack_dir(dir: &Path) -> Result<Packed, PackError> {
         ));
         blobs.push(blob);
     }
-    let manifest = json!({
+    let mut manifest = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "artifactType": ARTIFACT_TYPE,
@@ -146,6 +169,12 @@ pub fn pack_dir(dir: &Path) -> Result<Packed, PackError> {
         },
         "layers": layers,
     });
+    if let (Some(c), Some(m)) = (created, manifest.as_object_mut()) {
+        m.insert(
+            "annotations".into(),
+            json!({ "org.opencontainers.image.created": c }),
+        );
+    }
     let manifest =
         serde_json::to_vec_pretty(&manifest).map_err(|e| PackError::Description(e.to_string()))?;
     // The empty config is a blob too.

@@ -106,6 +106,9 @@ pub struct Config {
     /// The application catalog (`/margo/v1/applications`, `/catalog/`). Off by default.
     #[serde(default)]
     pub catalog: crate::catalog::CatalogConfig,
+    /// The CNCF App Registry API (`/cnr/...`) over the upstream. Off by default.
+    #[serde(default)]
+    pub appr: crate::appr::ApprConfig,
     /// Signature-required pulls. Absent: nothing is checked.
     #[serde(default)]
     pub trust: Option<crate::trust::TrustConfig>,

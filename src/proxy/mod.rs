@@ -3,6 +3,7 @@
 
 mod access;
 mod admission;
+mod appr;
 pub mod blob;
 mod blob_follow;
 mod catalog;
@@ -61,6 +62,8 @@ pub struct ProxyState {
     pub catalog: Option<Arc<crate::catalog::Catalog>>,
     /// The `/git/` endpoint (OCI packages to `git clone`); `None` when `git.enabled` is false.
     pub git_endpoint: Option<Arc<crate::git::serve::GitServe>>,
+    /// `None` when `appr.enabled` is false.
+    pub appr: Option<crate::appr::ApprConfig>,
     pub router: Router,
     /// Referrers API on every upstream (native or emulated).
     pub referrers: Arc<crate::referrers::ReferrerService>,
@@ -146,6 +149,7 @@ impl ProxyState {
             policy,
             catalog,
             git_endpoint,
+            appr: config.appr.enabled.then(|| config.appr.clone()),
             referrers,
             trust,
             upstreams,
@@ -463,6 +467,9 @@ impl ProxyHttp for MargoProxy {
             return Ok(true);
         }
         if git_endpoint::serve(self, session, ctx).await? {
+            return Ok(true);
+        }
+        if appr::serve(self, session, ctx).await? {
             return Ok(true);
         }
         let route = match self.parse(session, ctx) {

@@ -725,6 +725,63 @@ impl<'u> Registry<'u> {
         Ok((r, hops > 0))
     }
 
+    /// Uploads a blob monolithically (`POST` then `PUT ?digest=`), unless the
+    /// repository has it already. For content the proxy makes itself (App Registry
+    /// packages); client uploads stream through Pingora.
+    pub async fn blob_upload(
+        &self,
+        caller: &Caller<'_>,
+        name: &str,
+        digest: &Digest,
+        data: Bytes,
+    ) -> Result<(), RegistryError> {
+        let head = Request::new(Method::HEAD, format!("/v2/{name}/blobs/{digest}"));
+        if self.send(caller, head).await?.status == StatusCode::OK {
+            return Ok(());
+        }
+        let start = self
+            .send(
+                caller,
+                Request::new(Method::POST, format!("/v2/{name}/blobs/uploads/")),
+            )
+            .await?;
+        if start.status != StatusCode::ACCEPTED {
+            return Err(self.status(start.status, caller));
+        }
+        let location = start
+            .headers
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| RegistryError::Invalid {
+                upstream: self.name(),
+                message: "upload start without Location".into(),
+            })?;
+        let base = self.upstream.base.to_string();
+        let base = base.trim_end_matches('/');
+        let path = match location.strip_prefix(base) {
+            Some(p) => p.to_owned(),
+            None if location.starts_with('/') && !location.starts_with("//") => location.to_owned(),
+            None => {
+                return Err(RegistryError::Invalid {
+                    upstream: self.name(),
+                    message: "upload Location on another origin".into(),
+                })
+            }
+        };
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let put = Request::new(Method::PUT, format!("{path}{sep}digest={digest}"))
+            .header(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            )
+            .body(data);
+        let done = self.send(caller, put).await?;
+        if done.status != StatusCode::CREATED {
+            return Err(self.status(done.status, caller));
+        }
+        Ok(())
+    }
+
     /// The whole blob, checked against its digest; `None` for 404.
     pub async fn blob_bytes(
         &self,
