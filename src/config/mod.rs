@@ -109,6 +109,9 @@ pub struct Config {
     /// Signature-required pulls. Absent: nothing is checked.
     #[serde(default)]
     pub trust: Option<crate::trust::TrustConfig>,
+    /// `/v2/_catalog` merged from every upstream: caching and bounds.
+    #[serde(default)]
+    pub registry_catalog: crate::registry_catalog::RegistryCatalogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

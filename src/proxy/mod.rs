@@ -11,6 +11,7 @@ mod manifest_get;
 mod manifest_put;
 mod policy;
 mod referrers;
+mod registry_catalog;
 pub mod respond;
 mod rewrite;
 mod trust;
@@ -67,6 +68,8 @@ pub struct ProxyState {
     pub coherence: Arc<crate::bus::Coherence>,
     /// Longest wait for an upstream's response head once the request was sent.
     pub upstream_header_timeout: std::time::Duration,
+    /// `/v2/_catalog`, merged from every upstream.
+    pub registry_catalog: crate::registry_catalog::RegistryCatalog,
 }
 
 impl ProxyState {
@@ -121,7 +124,12 @@ impl ProxyState {
             config.cache.enabled,
         ));
         let catalog = crate::catalog::from_config(config, &upstreams)?;
+        let registry_catalog = crate::registry_catalog::RegistryCatalog::new(
+            &config.registry_catalog,
+            metrics.registry(),
+        )?;
         let state = ProxyState {
+            registry_catalog,
             coherence,
             policy,
             catalog,
@@ -457,12 +465,18 @@ impl ProxyHttp for MargoProxy {
                 return Ok(true);
             }
         }
+        if registry_catalog::serve(self, session, ctx).await? {
+            return Ok(true);
+        }
         if let Err(e) = self.plan(session, ctx, route) {
             respond::oci_error(session, ctx, &e).await?;
             return Ok(true);
         }
         if let Some(err) = policy::before_proxying(self, session, ctx).await {
             respond::oci_error(session, ctx, &err).await?;
+            return Ok(true);
+        }
+        if registry_catalog::serve_tags(self, session, ctx).await? {
             return Ok(true);
         }
         let operation = ctx.operation;
@@ -639,9 +653,7 @@ impl ProxyHttp for MargoProxy {
         {
             self.pull_policy_on_response(session, resp, ctx).await?;
         }
-        if rewrite::wants_tags_body_rewrite(ctx, resp)
-            || rewrite::wants_catalog_body_rewrite(ctx, resp)
-        {
+        if rewrite::wants_tags_body_rewrite(ctx, resp) {
             // The body names repositories as the upstream knows them: it will be rewritten,
             // so its length changes and the response goes out chunked. Said explicitly:
             // without either header a keep-alive response has no framing at all (the
@@ -671,19 +683,17 @@ impl ProxyHttp for MargoProxy {
                 if buf.len() + chunk.len() > rewrite::MAX_REWRITTEN_BODY {
                     return Error::e_explain(
                         ErrorType::InternalError,
-                        "tags list or catalog too large to rewrite",
+                        "tags list too large to rewrite",
                     );
                 }
                 buf.extend_from_slice(&chunk);
             }
             if end_of_stream {
                 let raw = std::mem::take(buf).freeze();
-                *body = Some(match (ctx.operation, ctx.forward.as_ref()) {
-                    (Operation::Catalog, Some(fwd)) => rewrite::catalog_body(raw, |name| {
-                        self.state.router.client_name(fwd.upstream, name)
-                    }),
-                    _ => rewrite::tags_body(raw, ctx.repository().unwrap_or_default()),
-                });
+                *body = Some(rewrite::tags_body(
+                    raw,
+                    ctx.repository().unwrap_or_default(),
+                ));
             }
         }
         Ok(None)
