@@ -1226,3 +1226,41 @@ fn cache_hits_do_not_wait_for_a_token_service_that_is_down() {
     assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
     assert_eq!(r.headers()["x-margo-cache"], "stale");
 }
+
+#[test]
+fn an_upstream_without_account_gets_anonymous_tokens_for_the_proxys_own_calls() {
+    // GHCR-shaped upstream and no `credentials:`: the manifest read that fills the cache is
+    // the proxy's own call, and must go through the anonymous token flow (no credentials
+    // sent to the token service) instead of hitting the upstream bare.
+    let srv = ShapeServer::start(
+        r#"Bearer realm="{realm}",service="ghcr.io",scope="repository:user/image:pull""#,
+        "/token",
+        |n| format!(r#"{{"token":"djE6Z2hjcg-{n}"}}"#),
+    );
+    let proxy = Proxy::start(&format!(
+        "listeners: [{{address: \"{{listen}}\"}}]\nupstreams: [{{name: ghcr, url: \"http://127.0.0.1:{}\"}}]\n",
+        srv.port
+    ));
+    let r = http()
+        .get(format!(
+            "{}/v2/margo/public-app/manifests/1.0.0",
+            proxy.url()
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    // The shape server has no manifests: what matters is how it was asked.
+    assert_eq!(r.status(), 404, "{}", r.text().unwrap_or_default());
+    let log = srv.log.lock().unwrap().clone();
+    let token = log
+        .iter()
+        .find(|r| r.path == "/token")
+        .unwrap_or_else(|| panic!("no token request: {log:?}"));
+    assert_eq!(token.authorization, None, "anonymous: {log:?}");
+    assert_eq!(token.scopes, ["repository:margo/public-app:pull"]);
+    let read = log
+        .iter()
+        .find(|r| r.path == "/v2/margo/public-app/manifests/1.0.0")
+        .unwrap_or_else(|| panic!("no manifest read: {log:?}"));
+    assert_eq!(read.authorization.as_deref(), Some("Bearer djE6Z2hjcg-1"));
+}

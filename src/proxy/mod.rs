@@ -199,6 +199,10 @@ impl MargoProxy {
         let Some(creds) = &upstream.credentials else {
             return Ok(());
         };
+        if self.forwards_client_credentials(upstream) {
+            // The client's own header (or none) goes upstream; its challenge reaches it.
+            return Ok(());
+        }
         let catalog = matches!(ctx.route, Some(OciRoute::Catalog));
         let scopes = upstream_scopes(&session.req_header().method, fwd, catalog);
         ctx.upstream_authorization = creds.authorization(&scopes).await.map_err(|e| {
@@ -223,13 +227,23 @@ impl MargoProxy {
         method: &'a http::Method,
     ) -> Caller<'a> {
         let auth = if self.forwards_client_credentials(upstream) {
-            match session
-                .req_header()
-                .headers
-                .get(http::header::AUTHORIZATION)
-            {
-                Some(v) => Auth::Client(v),
-                None => Auth::Anonymous,
+            match (
+                session
+                    .req_header()
+                    .headers
+                    .get(http::header::AUTHORIZATION),
+                &ctx.forward,
+            ) {
+                (Some(v), _) => Auth::Client(v),
+                // No account here: "the proxy's account" is the anonymous token flow,
+                // which gives the proxy no more than this anonymous client may read.
+                (None, Some(fwd)) => Auth::Account(Scopes::Request {
+                    method,
+                    repository: fwd.matched.as_ref().map(|m| m.upstream_name.as_str()),
+                    mount_from: fwd.mount_from.as_deref(),
+                    catalog: matches!(ctx.route, Some(OciRoute::Catalog)),
+                }),
+                (None, None) => Auth::Anonymous,
             }
         } else {
             match &ctx.forward {
@@ -252,7 +266,7 @@ impl MargoProxy {
     /// The client's own `Authorization` may go upstream only when the proxy neither
     /// authenticates clients itself nor has an account of its own there.
     fn forwards_client_credentials(&self, upstream: &Upstream) -> bool {
-        self.state.auth.is_none() && upstream.credentials.is_none()
+        self.state.auth.is_none() && !upstream.has_account()
     }
 
     async fn invalidate_after_delete(&self, ctx: &RequestCtx, upstream: &Upstream) {

@@ -46,6 +46,7 @@ pub struct Upstream {
     /// The proxy's own HTTP client for this upstream (admission fetches, re-issued
     /// manifest pushes, token flow, health checks), with the same trust settings.
     pub http: reqwest::Client,
+    /// Always set: the configured account, or anonymous (see [`Upstream::has_account`]).
     pub credentials: Option<UpstreamCredentials>,
     dns: moka::future::Cache<(), SocketAddr>,
 }
@@ -83,15 +84,17 @@ impl Upstream {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
         let http = builder.build().map_err(|e| err(e.to_string()))?;
-        let credentials = match &cfg.credentials {
-            Some(c) => Some(UpstreamCredentials::new(
+        // Without an account the proxy's own calls still answer a Bearer challenge, with
+        // anonymous tokens (public images on GHCR or Docker Hub need one for every read).
+        let credentials = Some(match &cfg.credentials {
+            Some(c) => UpstreamCredentials::new(
                 c.username.clone(),
                 c.resolve_password().map_err(err)?,
                 format!("{base}/v2/"),
                 http.clone(),
-            )),
-            None => None,
-        };
+            ),
+            None => UpstreamCredentials::anonymous(format!("{base}/v2/"), http.clone()),
+        });
         Ok(Upstream {
             name: cfg.name.clone(),
             sni,
@@ -106,6 +109,12 @@ impl Upstream {
                 .build(),
             base,
         })
+    }
+
+    /// The proxy has an account of its own here (configured credentials), not only the
+    /// anonymous token flow: then clients' own credentials never go upstream.
+    pub fn has_account(&self) -> bool {
+        self.credentials.as_ref().is_some_and(|c| c.has_account())
     }
 
     /// A Pingora peer for this upstream with every timeout set (Pingora's are unset).
