@@ -6,7 +6,7 @@
 use super::page::{self, PageRequest};
 use super::Answer;
 use crate::oci::{OciError, OciErrorCode};
-use crate::upstream::registry::Caller;
+use crate::upstream::registry::{Caller, RegistryError};
 use crate::upstream::Upstream;
 
 /// Most tags read for one paged answer (more: `502 SIZE_INVALID`, never a silent cut).
@@ -32,11 +32,7 @@ pub async fn answer(
         Ok(r) => r,
         Err(e) => return Answer::error(&e.to_oci()),
     };
-    let tags = match upstream
-        .registry()
-        .tags_list(caller, upstream_name, MAX_TAGS)
-        .await
-    {
+    let tags = match read_sorted(upstream, caller, upstream_name).await {
         Ok(Some(t)) => t,
         Ok(None) => {
             return Answer::error(&OciError::new(
@@ -46,7 +42,6 @@ pub async fn answer(
         }
         Err(e) => return Answer::error(&e.to_oci()),
     };
-    let tags = sorted_visible(tags);
     let path = format!("/v2/{client_name}/tags/list");
     let p = page::page(&tags, &req, &path, |_| true);
     let mut headers = vec![(http::header::CONTENT_TYPE, "application/json".to_owned())];
@@ -58,6 +53,21 @@ pub async fn answer(
         headers,
         body: p.tags_body(client_name),
     }
+}
+
+/// Every tag of `upstream_name` as clients see them, in the order pages are cut from;
+/// `None` when the repository is unknown. Also what a tags policy is shown, so that it
+/// decides on the page the client gets.
+pub async fn read_sorted(
+    upstream: &Upstream,
+    caller: &Caller<'_>,
+    upstream_name: &str,
+) -> Result<Option<Vec<String>>, RegistryError> {
+    Ok(upstream
+        .registry()
+        .tags_list(caller, upstream_name, MAX_TAGS)
+        .await?
+        .map(sorted_visible))
 }
 
 /// Lexical order, as the distribution specification pages tags; without the proxy's

@@ -390,12 +390,13 @@ impl<'u> Registry<'u> {
                 let (Some(creds), Some(scopes)) = (self.credentials(), scopes) else {
                     return Ok(None);
                 };
-                let value = creds.authorization(scopes).await.map_err(|source| {
-                    RegistryError::Credentials {
+                let value = creds
+                    .authorization_for_call(scopes)
+                    .await
+                    .map_err(|source| RegistryError::Credentials {
                         upstream: self.name(),
                         source,
-                    }
-                })?;
+                    })?;
                 Ok(value.and_then(|v| {
                     let mut v = HeaderValue::from_str(&v).ok()?;
                     v.set_sensitive(true);
