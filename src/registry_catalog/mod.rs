@@ -109,6 +109,18 @@ impl RegistryCatalog {
         config: &RegistryCatalogConfig,
         registry: &prometheus::Registry,
     ) -> Result<Self, String> {
+        for (key, value) in [
+            ("page_size", config.page_size),
+            ("upstream_page_size", config.upstream_page_size),
+            ("max_repositories", config.max_repositories),
+        ] {
+            if value == 0 {
+                return Err(format!("registry_catalog.{key} must be at least 1"));
+            }
+        }
+        if config.timeout.is_zero() {
+            return Err("registry_catalog.timeout must be longer than 0s".into());
+        }
         let failures = IntCounterVec::new(
             Opts::new(
                 format!(
@@ -367,6 +379,25 @@ mod tests {
         assert!(msg.contains("`a`") && msg.contains("`b`"), "{msg}");
         let slow = all_failed(&l(vec![failure("a", true), failure("b", true)]), 2).unwrap();
         assert_eq!(slow.status, 504);
+    }
+
+    #[test]
+    fn unusable_bounds_are_refused() {
+        let registry = prometheus::Registry::new();
+        assert!(RegistryCatalog::new(&RegistryCatalogConfig::default(), &registry).is_ok());
+        let zero = RegistryCatalogConfig {
+            page_size: 0,
+            ..RegistryCatalogConfig::default()
+        };
+        let e = RegistryCatalog::new(&zero, &registry)
+            .err()
+            .unwrap_or_default();
+        assert!(e.contains("registry_catalog.page_size"), "{e}");
+        let instant = RegistryCatalogConfig {
+            timeout: std::time::Duration::ZERO,
+            ..RegistryCatalogConfig::default()
+        };
+        assert!(RegistryCatalog::new(&instant, &registry).is_err());
     }
 
     #[test]
