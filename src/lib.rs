@@ -34,6 +34,7 @@ pub mod oci;
 pub mod policy;
 pub mod proxy;
 pub mod referrers;
+pub mod registry_catalog;
 pub mod server;
 pub mod shard;
 pub mod signals;

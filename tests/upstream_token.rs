@@ -881,6 +881,14 @@ impl ShapeServer {
                                 &[("Content-Type", "application/json")],
                                 &answer(issued),
                             )
+                        } else if req.authorization.is_none() {
+                            // As GHCR: even public content needs a (maybe anonymous) token.
+                            respond(
+                                &mut stream,
+                                "401 Unauthorized",
+                                &[("WWW-Authenticate", challenge.as_str())],
+                                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+                            )
                         } else {
                             respond(&mut stream, "404 Not Found", &[], "{}")
                         };
@@ -1225,4 +1233,45 @@ fn cache_hits_do_not_wait_for_a_token_service_that_is_down() {
     let r = get("v1");
     assert_eq!(r.status(), 200, "{}", r.text().unwrap_or_default());
     assert_eq!(r.headers()["x-margo-cache"], "stale");
+}
+
+#[test]
+fn an_upstream_without_account_gets_anonymous_tokens_for_the_proxys_own_calls() {
+    // GHCR-shaped upstream and no `credentials:`: the manifest read that fills the cache is
+    // the proxy's own call, and must go through the anonymous token flow (no credentials
+    // sent to the token service) instead of hitting the upstream bare.
+    let srv = ShapeServer::start(
+        r#"Bearer realm="{realm}",service="ghcr.io""#,
+        "/token",
+        |n| format!(r#"{{"token":"djE6Z2hjcg-{n}"}}"#),
+    );
+    let proxy = Proxy::start(&format!(
+        "listeners: [{{address: \"{{listen}}\"}}]\nupstreams: [{{name: ghcr, url: \"http://127.0.0.1:{}\"}}]\n",
+        srv.port
+    ));
+    let r = http()
+        .get(format!(
+            "{}/v2/margo/public-app/manifests/1.0.0",
+            proxy.url()
+        ))
+        .header("Accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .unwrap();
+    // The shape server has no manifests: what matters is how it was asked.
+    assert_eq!(r.status(), 404, "{}", r.text().unwrap_or_default());
+    let log = srv.log.lock().unwrap().clone();
+    let token = log
+        .iter()
+        .find(|r| r.path == "/token")
+        .unwrap_or_else(|| panic!("no token request: {log:?}"));
+    assert_eq!(token.authorization, None, "anonymous: {log:?}");
+    assert_eq!(token.scopes, ["repository:margo/public-app:pull"]);
+    assert_eq!(
+        log.iter()
+            .filter(|r| r.path == "/v2/margo/public-app/manifests/1.0.0")
+            .filter_map(|r| r.authorization.as_deref())
+            .collect::<Vec<_>>(),
+        ["Bearer djE6Z2hjcg-1"],
+        "the refused bare read, then the one with the token: {log:?}"
+    );
 }

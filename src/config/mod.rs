@@ -119,6 +119,9 @@ pub struct Config {
     /// manifest is accepted. Absent: uploads go straight to the client's repository.
     #[serde(default)]
     pub staging: Option<crate::staging::StagingConfig>,
+    /// `/v2/_catalog` merged from every upstream: caching and bounds.
+    #[serde(default)]
+    pub registry_catalog: crate::registry_catalog::RegistryCatalogConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]

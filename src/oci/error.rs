@@ -24,6 +24,8 @@ pub enum OciErrorCode {
     /// Not in the spec's table, but distribution answers it for upstream trouble; clients
     /// print it verbatim.
     Unavailable,
+    /// An `n` that is not a number (distribution's code for it).
+    PaginationNumberInvalid,
 }
 
 impl OciErrorCode {
@@ -31,8 +33,13 @@ impl OciErrorCode {
         use OciErrorCode::*;
         match self {
             BlobUnknown | BlobUploadUnknown | ManifestUnknown | NameUnknown => 404,
-            BlobUploadInvalid | DigestInvalid | ManifestBlobUnknown | ManifestInvalid
-            | NameInvalid | SizeInvalid => 400,
+            BlobUploadInvalid
+            | DigestInvalid
+            | ManifestBlobUnknown
+            | ManifestInvalid
+            | NameInvalid
+            | SizeInvalid
+            | PaginationNumberInvalid => 400,
             Unauthorized => 401,
             Denied => 403,
             Unsupported => 405,

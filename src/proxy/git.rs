@@ -28,7 +28,6 @@ pub async fn serve(
     let Some(mirror) = git.of(fwd.upstream).cloned() else {
         return Ok(false);
     };
-    let upstream_index = fwd.upstream;
     let repo = fwd
         .matched
         .as_ref()
@@ -42,15 +41,6 @@ pub async fn serve(
     };
     let answer = match (ctx.operation, ctx.route.clone()) {
         (Operation::Ping, _) => Ok(json("{}".into())?),
-        (Operation::Catalog, _) => {
-            let mut names: Vec<String> = mirror
-                .repositories()
-                .iter()
-                .filter_map(|n| proxy.state.router.client_name(upstream_index, n))
-                .collect();
-            names.sort();
-            Ok(json(serde_json::json!({ "repositories": names }).to_string())?)
-        }
         (Operation::TagsList, _) => match mirror.tags(&repo) {
             Some(tags) => {
                 Ok(json(serde_json::json!({ "name": client_repo, "tags": tags }).to_string())?)

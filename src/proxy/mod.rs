@@ -15,6 +15,7 @@ mod manifest_get;
 mod manifest_put;
 mod policy;
 mod referrers;
+mod registry_catalog;
 pub mod respond;
 mod rewrite;
 mod staging;
@@ -80,6 +81,8 @@ pub struct ProxyState {
     pub git: Option<Arc<crate::git::source::GitSources>>,
     /// `None` when the config has no `staging:` section.
     pub staging: Option<Arc<crate::staging::Staging>>,
+    /// `/v2/_catalog`, merged from every upstream.
+    pub registry_catalog: crate::registry_catalog::RegistryCatalog,
 }
 
 impl ProxyState {
@@ -143,8 +146,13 @@ impl ProxyState {
             )),
             None => None,
         };
+        let registry_catalog = crate::registry_catalog::RegistryCatalog::new(
+            &config.registry_catalog,
+            metrics.registry(),
+        )?;
         let state = ProxyState {
             staging,
+            registry_catalog,
             coherence,
             policy,
             catalog,
@@ -217,6 +225,10 @@ impl MargoProxy {
         let Some(creds) = &upstream.credentials else {
             return Ok(());
         };
+        if self.forwards_client_credentials(upstream) {
+            // The client's own header (or none) goes upstream; its challenge reaches it.
+            return Ok(());
+        }
         let catalog = matches!(ctx.route, Some(OciRoute::Catalog));
         let scopes = upstream_scopes(&session.req_header().method, fwd, catalog);
         ctx.upstream_authorization = creds.authorization(&scopes).await.map_err(|e| {
@@ -241,13 +253,23 @@ impl MargoProxy {
         method: &'a http::Method,
     ) -> Caller<'a> {
         let auth = if self.forwards_client_credentials(upstream) {
-            match session
-                .req_header()
-                .headers
-                .get(http::header::AUTHORIZATION)
-            {
-                Some(v) => Auth::Client(v),
-                None => Auth::Anonymous,
+            match (
+                session
+                    .req_header()
+                    .headers
+                    .get(http::header::AUTHORIZATION),
+                &ctx.forward,
+            ) {
+                (Some(v), _) => Auth::Client(v),
+                // No account here: "the proxy's account" is the anonymous token flow,
+                // which gives the proxy no more than this anonymous client may read.
+                (None, Some(fwd)) => Auth::Account(Scopes::Request {
+                    method,
+                    repository: fwd.matched.as_ref().map(|m| m.upstream_name.as_str()),
+                    mount_from: fwd.mount_from.as_deref(),
+                    catalog: matches!(ctx.route, Some(OciRoute::Catalog)),
+                }),
+                (None, None) => Auth::Anonymous,
             }
         } else {
             match &ctx.forward {
@@ -270,7 +292,7 @@ impl MargoProxy {
     /// The client's own `Authorization` may go upstream only when the proxy neither
     /// authenticates clients itself nor has an account of its own there.
     fn forwards_client_credentials(&self, upstream: &Upstream) -> bool {
-        self.state.auth.is_none() && upstream.credentials.is_none()
+        self.state.auth.is_none() && !upstream.has_account()
     }
 
     async fn invalidate_after_delete(&self, ctx: &RequestCtx, upstream: &Upstream) {
@@ -484,6 +506,9 @@ impl ProxyHttp for MargoProxy {
                 return Ok(true);
             }
         }
+        if registry_catalog::serve(self, session, ctx).await? {
+            return Ok(true);
+        }
         if let Err(e) = self.plan(session, ctx, route) {
             respond::oci_error(session, ctx, &e).await?;
             return Ok(true);
@@ -493,6 +518,9 @@ impl ProxyHttp for MargoProxy {
         }
         if let Some(err) = policy::before_proxying(self, session, ctx).await {
             respond::oci_error(session, ctx, &err).await?;
+            return Ok(true);
+        }
+        if registry_catalog::serve_tags(self, session, ctx).await? {
             return Ok(true);
         }
         let operation = ctx.operation;
@@ -674,9 +702,7 @@ impl ProxyHttp for MargoProxy {
         {
             self.pull_policy_on_response(session, resp, ctx).await?;
         }
-        if rewrite::wants_tags_body_rewrite(ctx, resp)
-            || rewrite::wants_catalog_body_rewrite(ctx, resp)
-        {
+        if rewrite::wants_tags_body_rewrite(ctx, resp) {
             // The body names repositories as the upstream knows them: it will be rewritten,
             // so its length changes and the response goes out chunked. Said explicitly:
             // without either header a keep-alive response has no framing at all (the
@@ -706,19 +732,17 @@ impl ProxyHttp for MargoProxy {
                 if buf.len() + chunk.len() > rewrite::MAX_REWRITTEN_BODY {
                     return Error::e_explain(
                         ErrorType::InternalError,
-                        "tags list or catalog too large to rewrite",
+                        "tags list too large to rewrite",
                     );
                 }
                 buf.extend_from_slice(&chunk);
             }
             if end_of_stream {
                 let raw = std::mem::take(buf).freeze();
-                *body = Some(match (ctx.operation, ctx.forward.as_ref()) {
-                    (Operation::Catalog, Some(fwd)) => rewrite::catalog_body(raw, |name| {
-                        self.state.router.client_name(fwd.upstream, name)
-                    }),
-                    _ => rewrite::tags_body(raw, ctx.repository().unwrap_or_default()),
-                });
+                *body = Some(rewrite::tags_body(
+                    raw,
+                    ctx.repository().unwrap_or_default(),
+                ));
             }
         }
         Ok(None)

@@ -16,6 +16,8 @@ use crate::policy::input::{
     PushInput, Request, TagInput, INPUT_VERSION,
 };
 use crate::policy::{Decision, PolicyInput, PolicyService};
+use crate::registry_catalog::page::{self, PageRequest};
+use crate::registry_catalog::tags;
 
 fn identity(ctx: &RequestCtx) -> Identity {
     match &ctx.principal {
@@ -230,6 +232,18 @@ async fn listed_tags(
         return Ok(Vec::new());
     };
     let caller = proxy.caller(session, ctx, upstream, &session.req_header().method);
+    let query = session.req_header().uri.query();
+    if let (true, Some(m)) = (tags::wants_page(query), fwd.matched.as_ref()) {
+        // The proxy pages this list itself: the policy sees that very page.
+        let req = PageRequest::parse(query, proxy.state.registry_catalog.page_size())
+            .map_err(|e| e.to_oci())?;
+        let all = tags::read_sorted(upstream, &caller, m.upstream_name.as_str())
+            .await
+            .map_err(|e| e.to_oci())?
+            .unwrap_or_default();
+        let shown = page::page(&all, &req, "", |_| true).items;
+        return Ok(shown.into_iter().map(str::to_owned).collect());
+    }
     match upstream
         .registry()
         .tags_page(&caller, &fwd.path_and_query, MAX_TAGS_PAGE)

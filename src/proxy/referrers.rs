@@ -33,12 +33,11 @@ pub fn side<'a>(proxy: &'a MargoProxy, session: &Session, ctx: &'a RequestCtx) -
             .get(http::header::AUTHORIZATION)
         {
             Some(h) => IoAuth::Client(h.clone()),
-            None => IoAuth::Anonymous,
+            None => IoAuth::Account,
         }
-    } else if upstream.credentials.is_some() {
-        IoAuth::Account
     } else {
-        IoAuth::Anonymous
+        // The account, or anonymous tokens where the upstream has none.
+        IoAuth::Account
     };
     Some(Side {
         idx: fwd.upstream,

@@ -85,7 +85,7 @@ pub fn response_urls(
     Ok(())
 }
 
-/// Largest tags-list or catalog body held back for rewriting.
+/// Largest tags-list body held back for rewriting.
 pub const MAX_REWRITTEN_BODY: usize = 16 << 20;
 
 /// A successful tags list of a repository whose name the route rewrites.
@@ -93,36 +93,6 @@ pub const MAX_REWRITTEN_BODY: usize = 16 << 20;
 /// (`sha256-<hex>`), the proxy's bookkeeping now that it answers the referrers API.
 pub fn wants_tags_body_rewrite(ctx: &RequestCtx, resp: &ResponseHeader) -> bool {
     ctx.operation == Operation::TagsList && resp.status == http::StatusCode::OK
-}
-
-/// A successful catalog: its names are the upstream's, clients need theirs.
-pub fn wants_catalog_body_rewrite(ctx: &RequestCtx, resp: &ResponseHeader) -> bool {
-    ctx.operation == Operation::Catalog && resp.status == http::StatusCode::OK
-}
-
-/// Lists each repository under the name clients reach it by (`client_name`), drops the ones
-/// no client name reaches, and keeps the list sorted; anything unexpected is passed on
-/// untouched rather than broken.
-pub fn catalog_body(
-    raw: bytes::Bytes,
-    client_name: impl Fn(&str) -> Option<String>,
-) -> bytes::Bytes {
-    let Ok(mut v) = serde_json::from_slice::<serde_json::Value>(&raw) else {
-        return raw;
-    };
-    let Some(serde_json::Value::Array(names)) = v.get_mut("repositories") else {
-        return raw;
-    };
-    let mut mapped: Vec<String> = names
-        .iter()
-        .filter_map(|n| n.as_str())
-        .filter_map(&client_name)
-        .collect();
-    mapped.sort();
-    *names = mapped.into_iter().map(serde_json::Value::String).collect();
-    serde_json::to_vec(&v)
-        .map(bytes::Bytes::from)
-        .unwrap_or(raw)
 }
 
 /// Puts the client's repository name into a tags-list body; anything unexpected is
@@ -159,24 +129,5 @@ mod tests {
             v["tags"],
             serde_json::json!(["1.0.0", format!("{fallback}.sig")])
         );
-    }
-
-    #[test]
-    fn catalog_names_are_mapped_sorted_and_filtered() {
-        let raw = bytes::Bytes::from_static(
-            br#"{"repositories":["library/nginx","margo/apps/web","zzz/hidden"]}"#,
-        );
-        let out = catalog_body(raw, |n| match n {
-            "margo/apps/web" => Some("apps/web".to_owned()),
-            "zzz/hidden" => None,
-            other => Some(other.to_owned()),
-        });
-        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
-        assert_eq!(
-            v["repositories"],
-            serde_json::json!(["apps/web", "library/nginx"])
-        );
-        let garbage = bytes::Bytes::from_static(b"not json");
-        assert_eq!(catalog_body(garbage.clone(), |_| None), garbage);
     }
 }

@@ -254,6 +254,21 @@ impl UpstreamCredentials {
             .unwrap_or_else(|| scopes.to_vec())
     }
 
+    /// [`Self::authorization`] for a call about to be sent, without a ping where the
+    /// proxy has no account and has not been challenged yet: such an upstream may want
+    /// nothing (no request spent on learning that, and a silent upstream times out on
+    /// the call itself); its first 401 teaches the challenge ([`Self::rejected`]) and the
+    /// call is retried with an anonymous token.
+    pub async fn authorization_for_call(
+        &self,
+        scopes: &[String],
+    ) -> Result<Option<String>, CredentialError> {
+        if matches!(self.account, Account::Anonymous) && self.challenge.read().await.is_none() {
+            return Ok(None);
+        }
+        self.authorization(scopes).await
+    }
+
     /// The header value to send upstream for a request needing `scopes`
     /// (`repository:<name>:pull,push`...). `None` when the upstream wants nothing.
     pub async fn authorization(

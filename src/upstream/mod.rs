@@ -48,6 +48,7 @@ pub struct Upstream {
     /// The proxy's own HTTP client for this upstream (admission fetches, re-issued
     /// manifest pushes, token flow, health checks), with the same trust settings.
     pub http: reqwest::Client,
+    /// Always set: the configured account, or anonymous (see [`Upstream::has_account`]).
     pub credentials: Option<UpstreamCredentials>,
     /// What a blob redirect to object storage gets.
     pub blob_redirects: redirect::BlobRedirects,
@@ -99,6 +100,8 @@ impl Upstream {
         }
         let http = builder.build().map_err(|e| err(e.to_string()))?;
         let ping = format!("{base}/v2/");
+        // Without an account the proxy's own calls still answer a Bearer challenge, with
+        // anonymous tokens (public images on GHCR or Docker Hub need one for every read).
         let credentials = match &cfg.credentials {
             Some(c) => match (&c.ecr, &c.username) {
                 (Some(ecr), None) => Some(UpstreamCredentials::ecr(
@@ -122,7 +125,7 @@ impl Upstream {
                     ))
                 }
             },
-            None => None,
+            None => Some(UpstreamCredentials::anonymous(ping, http.clone())),
         };
         let storage = match cfg.blob_redirects {
             redirect::BlobRedirects::Follow => {
@@ -152,6 +155,12 @@ impl Upstream {
     /// The object-storage client, when this upstream's redirects are followed.
     pub fn storage(&self) -> Option<&reqwest::Client> {
         self.storage.as_ref()
+    }
+
+    /// The proxy has an account of its own here (configured credentials), not only the
+    /// anonymous token flow: then clients' own credentials never go upstream.
+    pub fn has_account(&self) -> bool {
+        self.credentials.as_ref().is_some_and(|c| c.has_account())
     }
 
     /// A Pingora peer for this upstream with every timeout set (Pingora's are unset).

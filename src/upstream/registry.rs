@@ -390,12 +390,13 @@ impl<'u> Registry<'u> {
                 let (Some(creds), Some(scopes)) = (self.credentials(), scopes) else {
                     return Ok(None);
                 };
-                let value = creds.authorization(scopes).await.map_err(|source| {
-                    RegistryError::Credentials {
+                let value = creds
+                    .authorization_for_call(scopes)
+                    .await
+                    .map_err(|source| RegistryError::Credentials {
                         upstream: self.name(),
                         source,
-                    }
-                })?;
+                    })?;
                 Ok(value.and_then(|v| {
                     let mut v = HeaderValue::from_str(&v).ok()?;
                     v.set_sensitive(true);
@@ -604,6 +605,40 @@ impl<'u> Registry<'u> {
             upstream: self.name(),
             limit: max_tags as u64,
         })
+    }
+
+    /// One page of this upstream's `_catalog` (`path_and_query` like
+    /// `/v2/_catalog?n=1000&last=b`): its repository names and the path of the next page,
+    /// when its `Link` names one on this upstream's `_catalog` (another origin or
+    /// endpoint is not followed).
+    pub async fn catalog_page(
+        &self,
+        caller: &Caller<'_>,
+        path_and_query: &str,
+        max: u64,
+        deadline: Duration,
+    ) -> Result<(Vec<String>, Option<String>), RegistryError> {
+        #[derive(serde::Deserialize)]
+        struct Page {
+            #[serde(default)]
+            repositories: Option<Vec<String>>,
+        }
+        let req = Request::new(Method::GET, path_and_query)
+            .max_body(max)
+            .deadline(deadline);
+        let r = self.send(caller, req).await?;
+        if r.status != StatusCode::OK {
+            return Err(self.status(r.status, caller));
+        }
+        let page: Page = serde_json::from_slice(&r.body).map_err(|e| RegistryError::Invalid {
+            upstream: self.name(),
+            message: format!("_catalog is not JSON: {e}"),
+        })?;
+        let next = next_page(&r.headers, &self.upstream.base.to_string()).filter(|p| {
+            p.strip_prefix("/v2/_catalog")
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('?'))
+        });
+        Ok((page.repositories.unwrap_or_default(), next))
     }
 
     /// `GET /v2/<name>/referrers/<digest>` (optionally filtered by artifact type): the

@@ -180,6 +180,15 @@ impl Router {
             .is_some_and(|p| crate::staging::is_under(p, upstream_name))
     }
 
+    /// Every upstream some route leads to, each once, in config order: the ones a
+    /// merged `_catalog` lists.
+    pub fn routed_upstreams(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self.routes.iter().map(|r| r.upstream).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// The upstream of the route a repository-free request (ping, catalog) goes to:
     /// the catch-all route's, else the first route's.
     pub fn default_upstream(&self) -> usize {
@@ -353,6 +362,7 @@ mod tests {
     #[test]
     fn default_upstream_is_catch_all() {
         assert_eq!(router().default_upstream(), 0);
+        assert_eq!(router().routed_upstreams(), [0, 1]);
     }
 
     #[test]
