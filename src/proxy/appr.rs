@@ -423,7 +423,12 @@ fn upstream_name(ctx: &RequestCtx) -> Option<&str> {
 impl Store for UpstreamStore<'_> {
     async fn repositories(&self) -> std::result::Result<Vec<String>, StoreError> {
         let mut all = Vec::new();
+        // Git-backed upstreams have no HTTP registry behind them: their packages are
+        // served over OCI and `git clone`, not this API.
         for (i, u) in self.proxy.state.upstreams.iter().enumerate() {
+            if u.git {
+                continue;
+            }
             all.extend(self.catalog(i, u).await?);
         }
         all.sort();
