@@ -1,9 +1,12 @@
 //! The ceiling for `scripts/bench`: Pingora answering a fixed response from memory, with
 //! the same thread count as the proxy, so a cache hit can be compared against "Pingora
 //! doing nothing at all". Usage:
-//! fixed_response ADDR BODY_FILE CONTENT_TYPE THREADS [--no-work-stealing] [--keepalive SECS]
+//! fixed_response ADDR BODY_FILE CONTENT_TYPE THREADS [--no-work-stealing] [--per-thread] [--keepalive SECS]
+//!   [--also PATH=FILE]...
 //! `--keepalive` gives client connections the same idle timeout the proxy sets (Pingora's
-//! default has none, and so skips a timer per request).
+//! default has none, and so skips a timer per request). `--also` answers requests for
+//! exactly PATH with FILE (as `application/octet-stream`), so a package mix of manifest
+//! and blobs can be served with the bytes it would get from the proxy.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 use async_trait::async_trait;
@@ -19,10 +22,13 @@ use pingora::{Error, ErrorType, Result};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[derive(Clone)]
 struct Fixed {
     body: Bytes,
     content_type: String,
     keepalive: Option<u64>,
+    /// `--also` bodies by exact path.
+    also: Vec<(String, Bytes)>,
 }
 
 #[async_trait]
@@ -38,12 +44,17 @@ impl ProxyHttp for Fixed {
         if let Some(secs) = self.keepalive {
             session.set_keepalive(Some(secs));
         }
+        let path = session.req_header().uri.path();
+        let (body, content_type) = match self.also.iter().find(|(p, _)| p == path) {
+            Some((_, b)) => (b, "application/octet-stream"),
+            None => (&self.body, self.content_type.as_str()),
+        };
         let mut resp = ResponseHeader::build(200, Some(3))?;
-        resp.insert_header("Content-Type", self.content_type.as_str())?;
-        resp.insert_header("Content-Length", self.body.len().to_string())?;
+        resp.insert_header("Content-Type", content_type)?;
+        resp.insert_header("Content-Length", body.len().to_string())?;
         session.write_response_header(Box::new(resp), false).await?;
         session
-            .write_response_body(Some(self.body.clone()), true)
+            .write_response_body(Some(body.clone()), true)
             .await?;
         Ok(true)
     }
@@ -56,10 +67,19 @@ impl ProxyHttp for Fixed {
 fn main() {
     let mut args: Vec<String> = std::env::args().collect();
     let work_stealing = !take_flag(&mut args, "--no-work-stealing");
+    let per_thread = take_flag(&mut args, "--per-thread");
     let keepalive = take_option(&mut args, "--keepalive").and_then(|v| v.parse().ok());
+    let mut also = Vec::new();
+    while let Some(spec) = take_option(&mut args, "--also") {
+        let (path, file) = spec.split_once('=').expect("--also PATH=FILE");
+        also.push((
+            path.to_string(),
+            Bytes::from(std::fs::read(file).expect("--also file")),
+        ));
+    }
     let [_, addr, body, content_type, threads] = args.as_slice() else {
         eprintln!(
-            "usage: fixed_response ADDR BODY_FILE CONTENT_TYPE THREADS [--no-work-stealing] [--keepalive SECS]"
+            "usage: fixed_response ADDR BODY_FILE CONTENT_TYPE THREADS [--no-work-stealing] [--per-thread] [--keepalive SECS] [--also PATH=FILE]..."
         );
         std::process::exit(2);
     };
@@ -72,18 +92,35 @@ fn main() {
         work_stealing,
         ..ServerConf::default()
     };
+    let threads = conf.threads;
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut svc = pingora::proxy::http_proxy_service(
-        &server.configuration,
-        Fixed {
-            body: Bytes::from(body),
-            content_type: content_type.clone(),
-            keepalive,
-        },
-    );
-    svc.add_tcp(addr);
-    server.add_service(svc);
+    let fixed = Fixed {
+        body: Bytes::from(body),
+        content_type: content_type.clone(),
+        keepalive,
+        also,
+    };
+    if per_thread {
+        // As the proxy's `server.runtime: per_thread`: one single-thread service per
+        // worker, each with its own SO_REUSEPORT socket on the address.
+        for i in 0..threads {
+            let mut svc = pingora::proxy::http_proxy_service_with_name(
+                &server.configuration,
+                fixed.clone(),
+                &format!("fixed {i}"),
+            );
+            svc.threads = Some(1);
+            let mut opts = pingora::listeners::TcpSocketOptions::default();
+            opts.so_reuseport = Some(true);
+            svc.add_tcp_with_settings(addr, opts);
+            server.add_service(svc);
+        }
+    } else {
+        let mut svc = pingora::proxy::http_proxy_service(&server.configuration, fixed);
+        svc.add_tcp(addr);
+        server.add_service(svc);
+    }
     server.run_forever();
 }
 

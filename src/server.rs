@@ -5,12 +5,14 @@
 use std::sync::Arc;
 
 use pingora::apps::http_app::HttpServer;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TcpSocketOptions;
 use pingora::server::configuration::ServerConf;
 use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use crate::admin::AdminApp;
-use crate::config::Config;
+use crate::config::{Config, RuntimeMode};
 use crate::downstream::drain::{Drain, DrainingShutdown};
 use crate::downstream::guard::HeadPolicy;
 use crate::downstream::head::{self, HeadLimits};
@@ -102,35 +104,64 @@ pub fn build(config: &Config) -> Result<Built, ServeError> {
             max_fields: head::MAX_FIELDS,
         },
     };
-    let app = pingora::proxy::http_proxy(
-        &server.configuration,
-        MargoProxy {
-            state: state.clone(),
-        },
-    );
-    let mut proxy = Service::new(
-        "margo-proxy registry".to_owned(),
-        DownstreamApp::new(
-            app,
-            head_policy,
-            drain.clone(),
-            config.timeouts.downstream_keepalive.as_secs(),
-        ),
-    );
-    for l in &config.listeners {
-        let l = &l.value;
-        match &l.tls {
-            None => proxy.add_tcp(&l.address),
-            Some(tls) => proxy
-                .add_tls(
-                    &l.address,
-                    &tls.cert.to_string_lossy(),
-                    &tls.key.to_string_lossy(),
-                )
-                .map_err(|e| ServeError::Setup(format!("TLS listener {}: {e}", l.address)))?,
+    // Per-thread mode: one service (one single-worker runtime) for each thread, each with
+    // its own SO_REUSEPORT socket per address; see `RuntimeMode::PerThread`. Not one
+    // shared socket: Pingora 0.9.1 hands a second service on the same address string the
+    // first one's socket, and each then closes it at shutdown; the second close aborts
+    // the process (or, in a release build, may close whatever socket reused the number).
+    // So each service spells the address its own way (`distinct_spelling`).
+    let per_thread = config.server.runtime == RuntimeMode::PerThread
+        && config.server.threads > 1
+        && config
+            .listeners
+            .iter()
+            .all(|l| !l.value.address.ends_with(":0"));
+    let services = if per_thread { config.server.threads } else { 1 };
+    for i in 0..services {
+        let app = pingora::proxy::http_proxy(
+            &server.configuration,
+            MargoProxy {
+                state: state.clone(),
+            },
+        );
+        let name = if per_thread {
+            format!("margo-proxy registry {i}")
+        } else {
+            "margo-proxy registry".to_owned()
+        };
+        let mut proxy = Service::new(
+            name,
+            DownstreamApp::new(
+                app,
+                head_policy,
+                drain.clone(),
+                config.timeouts.downstream_keepalive.as_secs(),
+            ),
+        );
+        let sock = per_thread.then(|| {
+            proxy.threads = Some(1);
+            let mut opts = TcpSocketOptions::default();
+            opts.so_reuseport = Some(true);
+            opts
+        });
+        for l in &config.listeners {
+            let l = &l.value;
+            let address = distinct_spelling(&l.address, i);
+            match (&l.tls, sock.clone()) {
+                (None, None) => proxy.add_tcp(&address),
+                (None, Some(opts)) => proxy.add_tcp_with_settings(&address, opts),
+                (Some(tls), sock) => {
+                    let settings = TlsSettings::intermediate(
+                        &tls.cert.to_string_lossy(),
+                        &tls.key.to_string_lossy(),
+                    )
+                    .map_err(|e| ServeError::Setup(format!("TLS listener {}: {e}", l.address)))?;
+                    proxy.add_tls_with_settings(&address, sock, settings);
+                }
+            }
         }
+        server.add_service(proxy);
     }
-    server.add_service(proxy);
     if let Some(auth) = state.auth.clone() {
         server.add_service(pingora::services::background::background_service(
             "auth key warm-up",
@@ -165,6 +196,15 @@ pub fn build(config: &Config) -> Result<Built, ServeError> {
     })
 }
 
+/// `address` with `n` zeros before its port (`127.0.0.1:8080`, `127.0.0.1:08080`...):
+/// the same socket address, a different key in Pingora's table of bound sockets.
+fn distinct_spelling(address: &str, n: usize) -> String {
+    match address.rsplit_once(':') {
+        Some((host, port)) => format!("{host}:{}{port}", "0".repeat(n)),
+        None => address.to_owned(),
+    }
+}
+
 /// Fetches the issuers' keys at start-up, so the first client does not wait for
 /// discovery and JWKS (a failure is logged; keys are fetched again on use).
 struct AuthWarmUp(Arc<crate::auth::Authenticator>);
@@ -189,4 +229,26 @@ pub fn run(config: &Config) -> Result<(), ServeError> {
         shutdown_signal: Box::new(shutdown),
     });
     std::process::exit(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::distinct_spelling;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn every_spelling_is_the_same_socket_address() {
+        for a in ["127.0.0.1:8080", "[::1]:5000"] {
+            let want: SocketAddr = a.parse().expect("address");
+            for n in 0..4 {
+                let spelled = distinct_spelling(a, n);
+                assert_eq!(
+                    spelled.parse::<SocketAddr>().expect("parses"),
+                    want,
+                    "{spelled}"
+                );
+                assert_eq!(spelled == a, n == 0);
+            }
+        }
+    }
 }

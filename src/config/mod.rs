@@ -404,6 +404,26 @@ pub struct ServerSettings {
     /// reconnected in our measurement. Fine for cache-heavy pulls, not for pass-through.
     #[serde(default = "yes")]
     pub work_stealing: bool,
+    /// How worker threads take connections; see [`RuntimeMode`].
+    #[serde(default)]
+    pub runtime: RuntimeMode,
+}
+
+/// How the registry listener's worker threads share the work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeMode {
+    /// One single-worker runtime and one `SO_REUSEPORT` listening socket per thread, as
+    /// nginx runs its workers with `reuseport`: the kernel spreads new connections over
+    /// the threads and a request never crosses threads, so there are no cross-thread
+    /// wake-ups and no stolen tasks. Each thread keeps its own upstream connection pool,
+    /// so the pool race of `work_stealing: false` does not arise. A connection stays on
+    /// the thread that accepted it (a few busy connections can load one thread more).
+    /// Needs fixed ports: a listener on port 0 falls back to `shared`.
+    #[default]
+    PerThread,
+    /// One runtime for all threads, Pingora's own model; `work_stealing` applies.
+    Shared,
 }
 
 fn d_threads() -> usize {
@@ -425,6 +445,7 @@ impl Default for ServerSettings {
             grace_period: d_grace(),
             shutdown_timeout: d_shutdown(),
             work_stealing: true,
+            runtime: RuntimeMode::default(),
         }
     }
 }

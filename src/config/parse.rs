@@ -173,6 +173,19 @@ mod tests {
     }
 
     #[test]
+    fn runtime_defaults_to_per_thread_and_takes_shared() {
+        let c = Config::parse(BASE).expect("parses");
+        assert_eq!(c.server.runtime, RuntimeMode::PerThread);
+        let c = Config::parse(&format!("{BASE}server:\n  runtime: shared\n")).expect("parses");
+        assert_eq!(c.server.runtime, RuntimeMode::Shared);
+        let e = errors(&format!("{BASE}server:\n  runtime: fibers\n"));
+        assert!(
+            e.len() == 1 && e[0].contains("per_thread") && e[0].contains("shared"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn every_section_reports_its_error() {
         let text = format!(
             "{BASE}server:\n  threads: two\nlog:\n  formt: json\ncache:\n  tag_ttl: soon\n"

@@ -15,6 +15,16 @@ use crate::oci::{OciRoute, Operation};
 const MAX_TOKEN_REQUEST: usize = 16 * 1024;
 
 /// Answers the token endpoint when the request is for it; `Ok(false)` otherwise.
+/// Whether this request is for the token bridge (checked before its handler is boxed).
+pub fn claims_token_endpoint(proxy: &MargoProxy, session: &Session) -> bool {
+    proxy
+        .state
+        .auth
+        .as_ref()
+        .and_then(|a| a.token_endpoint())
+        .is_some_and(|bridge| session.req_header().uri.path() == bridge.path())
+}
+
 pub async fn token_endpoint(
     proxy: &MargoProxy,
     session: &mut Session,

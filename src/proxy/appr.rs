@@ -36,6 +36,11 @@ const MAX_CATALOG_PAGES: usize = 100;
 
 /// Answers `/cnr/...` and the discovery document when the API is on; `Ok(false)` for
 /// every other request.
+/// Whether this request is for the App Registry API (checked before its handler is boxed).
+pub fn claims(proxy: &MargoProxy, session: &Session) -> bool {
+    proxy.state.appr.is_some() && route::is_appr_path(session.req_header().uri.path())
+}
+
 pub async fn serve(
     proxy: &MargoProxy,
     session: &mut Session,

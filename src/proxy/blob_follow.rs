@@ -18,6 +18,14 @@ use crate::upstream::registry::Request;
 
 /// Answers the blob request when its upstream's redirects are followed; `Ok(false)`:
 /// proxy it as usual.
+/// Whether this request's upstream has redirects followed (checked before the handler
+/// is boxed).
+pub fn applies(proxy: &MargoProxy, ctx: &RequestCtx) -> bool {
+    proxy
+        .upstream_of(ctx)
+        .is_some_and(|u| u.blob_redirects == BlobRedirects::Follow)
+}
+
 pub async fn serve(
     proxy: &MargoProxy,
     session: &mut Session,

@@ -13,6 +13,11 @@ use crate::catalog::configure::MAX_BODY_BYTES;
 
 /// Answers `/margo/v1/applications…` and `/catalog/…` when the catalog is on;
 /// `Ok(false)` for every other request.
+/// Whether this request is for the catalog (checked before its handler is boxed).
+pub fn claims(proxy: &MargoProxy, session: &Session) -> bool {
+    proxy.state.catalog.is_some() && api::is_catalog_path(session.req_header().uri.path())
+}
+
 pub async fn serve(
     proxy: &MargoProxy,
     session: &mut Session,

@@ -11,6 +11,11 @@ use super::{respond, MargoProxy};
 use crate::git::serve::{self as git, Reply, Request, MAX_BODY_BYTES};
 
 /// Answers requests under `/git/` when the endpoint is on; `Ok(false)` otherwise.
+/// Whether this request is for the Git endpoint (checked before its handler is boxed).
+pub fn claims(proxy: &MargoProxy, session: &Session) -> bool {
+    proxy.state.git_endpoint.is_some() && git::is_git_path(session.req_header().uri.path())
+}
+
 pub async fn serve(
     proxy: &MargoProxy,
     session: &mut Session,

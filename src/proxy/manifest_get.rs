@@ -108,7 +108,17 @@ pub async fn try_serve(
     let outcome = {
         let method = &session.req_header().method;
         let caller = proxy.caller(session, ctx, upstream, method);
-        lookup(cache, upstream.registry(), &caller, &key, &reference, max).await
+        // Boxed: the miss path's state (moka's fill included) is 14 KB, and would
+        // otherwise be part of every request's future.
+        Box::pin(lookup(
+            cache,
+            upstream.registry(),
+            &caller,
+            &key,
+            &reference,
+            max,
+        ))
+        .await
     };
     match outcome {
         Ok((manifest, result)) => {
@@ -235,8 +245,15 @@ async fn answer(
         return Ok(false);
     }
     if proxy.state.trust.is_some() {
-        let denied =
-            super::trust::check_pull(proxy, session, ctx, manifest.digest(), manifest.body()).await;
+        // Boxed: only proxies that check signatures pay for this state.
+        let denied = Box::pin(super::trust::check_pull(
+            proxy,
+            session,
+            ctx,
+            manifest.digest(),
+            manifest.body(),
+        ))
+        .await;
         if let Some(e) = denied {
             respond::oci_error(session, ctx, &e).await?;
             return Ok(true);
