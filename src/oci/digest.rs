@@ -163,6 +163,22 @@ impl Digest {
 pub const EMPTY_JSON_DIGEST: &str =
     "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
 
+impl Digest {
+    /// `sha256:` or `sha512:` and exactly that many lowercase hex digits, else `None`.
+    fn parse_registered(s: &str) -> Option<Digest> {
+        let (algorithm, enc) = if let Some(enc) = s.strip_prefix("sha256:") {
+            (Algorithm::Sha256, enc)
+        } else {
+            (Algorithm::Sha512, s.strip_prefix("sha512:")?)
+        };
+        let lower_hex = |b: &u8| matches!(b, b'0'..=b'9' | b'a'..=b'f');
+        (enc.len() == algorithm.hex_len() && enc.as_bytes().iter().all(lower_hex)).then(|| Digest {
+            algorithm,
+            encoded: enc.to_owned(),
+        })
+    }
+}
+
 impl FromStr for Digest {
     type Err = DigestError;
 
@@ -172,6 +188,17 @@ impl FromStr for Digest {
     /// [`DigestError::UnsupportedAlgorithm`], not malformed, so that callers can tell
     /// "cannot verify" from "not a digest".
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // The digests every request carries: one pass over the bytes. Anything else takes
+        // the full grammar, which also says what is wrong.
+        match Self::parse_registered(s) {
+            Some(d) => Ok(d),
+            None => Self::parse_grammar(s),
+        }
+    }
+}
+
+impl Digest {
+    fn parse_grammar(s: &str) -> Result<Self, DigestError> {
         let bad = |reason| DigestError::malformed(s, reason);
         let (alg, enc) = s
             .split_once(':')
@@ -353,6 +380,32 @@ mod tests {
         match s.parse::<Digest>() {
             Err(DigestError::Malformed(m)) => Some(m.reason),
             _ => None,
+        }
+    }
+
+    #[test]
+    fn the_fast_path_agrees_with_the_grammar() {
+        let hex64 = "a".repeat(63) + "0";
+        let hex128 = "0123456789abcdef".repeat(8);
+        let inputs = [
+            format!("sha256:{hex64}"),
+            format!("sha512:{hex128}"),
+            format!("sha256:{}", hex64.to_uppercase()),
+            format!("sha256:{}", &hex64[1..]),
+            format!("sha256:{hex64}0"),
+            format!("sha512:{hex64}"),
+            format!("sha384:{hex64}"),
+            format!("sha256+b64:{hex64}"),
+            "sha256:".to_owned(),
+            "sha256".to_owned(),
+            String::new(),
+            format!("SHA256:{hex64}"),
+            format!("sha256:{}g", &hex64[1..]),
+        ];
+        for s in inputs {
+            let fast = Digest::from_str(&s).map_err(|e| e.to_string());
+            let full = Digest::parse_grammar(&s).map_err(|e| e.to_string());
+            assert_eq!(fast, full, "{s}");
         }
     }
 
