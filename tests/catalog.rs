@@ -334,6 +334,15 @@ fn every_configuration_rule_one_passing_and_one_failing_value() {
     // Not JSON: a clear 400.
     let (s, e) = post("not json".into());
     assert_eq!(s, 400, "{e}");
+    // Larger than the catalog reads: a 413 naming the limit, body not read to its end.
+    let (s, e) = post(format!(r#"{{"siteName": "{}"}}"#, "x".repeat(257 * 1024)));
+    assert_eq!(s, 413, "{e}");
+    assert!(
+        e["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("larger than 262144 bytes")),
+        "{e}"
+    );
 }
 
 const KID: &str = "catalog-test";

@@ -1,7 +1,7 @@
 //! Authentication at the proxy: the token endpoint bridge and the per-request decision,
 //! which always runs before the cache so that a cache hit never lets anyone read.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
@@ -14,7 +14,6 @@ use crate::oci::{OciRoute, Operation};
 /// Largest token request body (a form with a few fields).
 const MAX_TOKEN_REQUEST: usize = 16 * 1024;
 
-/// Answers the token endpoint when the request is for it; `Ok(false)` otherwise.
 /// Whether this request is for the token bridge (checked before its handler is boxed).
 pub fn claims_token_endpoint(proxy: &MargoProxy, session: &Session) -> bool {
     proxy
@@ -25,6 +24,7 @@ pub fn claims_token_endpoint(proxy: &MargoProxy, session: &Session) -> bool {
         .is_some_and(|bridge| session.req_header().uri.path() == bridge.path())
 }
 
+/// Answers the token endpoint when the request is for it; `Ok(false)` otherwise.
 pub async fn token_endpoint(
     proxy: &MargoProxy,
     session: &mut Session,
@@ -37,16 +37,11 @@ pub async fn token_endpoint(
         return Ok(false);
     }
     ctx.operation = Operation::Token;
-    let mut body = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if body.len() + chunk.len() > MAX_TOKEN_REQUEST {
-            let resp = ResponseHeader::build(413, Some(4))?;
-            session.set_keepalive(None);
-            respond::answer(session, ctx, resp, Bytes::new()).await?;
-            return Ok(true);
-        }
-        body.extend_from_slice(&chunk);
-    }
+    let Some(body) = respond::read_body(session, MAX_TOKEN_REQUEST).await? else {
+        let resp = ResponseHeader::build(413, Some(4))?;
+        respond::answer(session, ctx, resp, Bytes::new()).await?;
+        return Ok(true);
+    };
     let req = session.req_header();
     let answer = bridge
         .handle(&req.method, &req.headers, req.uri.query(), &body)

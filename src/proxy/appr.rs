@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderValue, Method};
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
@@ -34,13 +34,13 @@ const MAX_TAGS: usize = 10_000;
 /// Most `_catalog` pages followed for a listing.
 const MAX_CATALOG_PAGES: usize = 100;
 
-/// Answers `/cnr/...` and the discovery document when the API is on; `Ok(false)` for
-/// every other request.
 /// Whether this request is for the App Registry API (checked before its handler is boxed).
 pub fn claims(proxy: &MargoProxy, session: &Session) -> bool {
     proxy.state.appr.is_some() && route::is_appr_path(session.req_header().uri.path())
 }
 
+/// Answers `/cnr/...` and the discovery document when the API is on; `Ok(false)` for
+/// every other request.
 pub async fn serve(
     proxy: &MargoProxy,
     session: &mut Session,
@@ -55,24 +55,14 @@ pub async fn serve(
     ctx.operation = Operation::Other;
     // A base64 package plus its JSON envelope.
     let limit = cfg.max_package_bytes.saturating_mul(4) / 3 + (64 << 10);
-    let mut body = BytesMut::new();
-    let mut too_big = false;
-    while let Some(chunk) = session.read_request_body().await? {
-        if (body.len() + chunk.len()) as u64 > limit {
-            too_big = true;
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let reply = if too_big {
-        session.set_keepalive(None);
-        Reply::error(&ApprError::new(
+    let max = usize::try_from(limit).unwrap_or(usize::MAX);
+    let reply = match super::respond::read_body(session, max).await? {
+        Some(body) => answer(proxy, session, ctx, cfg, &body).await,
+        None => Reply::error(&ApprError::new(
             ErrorCode::PayloadTooLarge,
             format!("the body is larger than {limit} bytes"),
             json!({}),
-        ))
-    } else {
-        answer(proxy, session, ctx, cfg, &body).await
+        )),
     };
     let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))?;
     for (name, value) in &reply.headers {

@@ -1,7 +1,7 @@
 //! Glue for the application catalog: its HTTP answers, and the index updates after a
 //! manifest push or delete through the proxy. The logic is in `crate::catalog`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
@@ -11,13 +11,13 @@ use super::{respond, MargoProxy};
 use crate::catalog::api::{self, Reply, Request};
 use crate::catalog::configure::MAX_BODY_BYTES;
 
-/// Answers `/margo/v1/applications…` and `/catalog/…` when the catalog is on;
-/// `Ok(false)` for every other request.
 /// Whether this request is for the catalog (checked before its handler is boxed).
 pub fn claims(proxy: &MargoProxy, session: &Session) -> bool {
     proxy.state.catalog.is_some() && api::is_catalog_path(session.req_header().uri.path())
 }
 
+/// Answers `/margo/v1/applications…` and `/catalog/…` when the catalog is on;
+/// `Ok(false)` for every other request.
 pub async fn serve(
     proxy: &MargoProxy,
     session: &mut Session,
@@ -30,25 +30,7 @@ pub async fn serve(
         return Ok(false);
     }
     ctx.operation = crate::oci::operation::Operation::Other;
-    let mut body = BytesMut::new();
-    let mut too_big = false;
-    while let Some(chunk) = session.read_request_body().await? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            too_big = true;
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let reply = if too_big {
-        session.set_keepalive(None);
-        Reply::error(
-            &crate::oci::OciError::new(
-                crate::oci::OciErrorCode::SizeInvalid,
-                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
-            )
-            .with_status(413),
-        )
-    } else {
+    let reply = if let Some(body) = respond::read_body(session, MAX_BODY_BYTES).await? {
         let req = session.req_header();
         let request = Request {
             method: &req.method,
@@ -61,6 +43,14 @@ pub async fn serve(
             Some(r) => r,
             None => return Ok(false),
         }
+    } else {
+        Reply::error(
+            &crate::oci::OciError::new(
+                crate::oci::OciErrorCode::SizeInvalid,
+                format!("the body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+            .with_status(413),
+        )
     };
     let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))?;
     for (name, value) in &reply.headers {

@@ -1,7 +1,6 @@
 //! Glue for the Git endpoint (`/git/…`): reads the body, hands the request to
 //! `crate::git::serve`, writes its answer.
 
-use bytes::BytesMut;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 use pingora::Result;
@@ -10,12 +9,12 @@ use super::ctx::RequestCtx;
 use super::{respond, MargoProxy};
 use crate::git::serve::{self as git, Reply, Request, MAX_BODY_BYTES};
 
-/// Answers requests under `/git/` when the endpoint is on; `Ok(false)` otherwise.
 /// Whether this request is for the Git endpoint (checked before its handler is boxed).
 pub fn claims(proxy: &MargoProxy, session: &Session) -> bool {
     proxy.state.git_endpoint.is_some() && git::is_git_path(session.req_header().uri.path())
 }
 
+/// Answers requests under `/git/` when the endpoint is on; `Ok(false)` otherwise.
 pub async fn serve(
     proxy: &MargoProxy,
     session: &mut Session,
@@ -28,19 +27,7 @@ pub async fn serve(
         return Ok(false);
     }
     ctx.operation = crate::oci::operation::Operation::Other;
-    let mut body = BytesMut::new();
-    let mut too_big = false;
-    while let Some(chunk) = session.read_request_body().await? {
-        if body.len() + chunk.len() > MAX_BODY_BYTES {
-            too_big = true;
-            break;
-        }
-        body.extend_from_slice(&chunk);
-    }
-    let reply = if too_big {
-        session.set_keepalive(None);
-        Reply::text(413, "margo-proxy: request body too large")
-    } else {
+    let reply = if let Some(body) = respond::read_body(session, MAX_BODY_BYTES).await? {
         let req = session.req_header();
         let request = Request {
             method: &req.method,
@@ -50,6 +37,8 @@ pub async fn serve(
             body: &body,
         };
         service.handle(proxy.state.auth.as_deref(), &request).await
+    } else {
+        Reply::text(413, "margo-proxy: request body too large")
     };
     let mut resp = ResponseHeader::build(reply.status, Some(reply.headers.len() + 2))?;
     for (name, value) in &reply.headers {

@@ -13,6 +13,20 @@ use crate::oci::headers::{
 };
 use crate::oci::OciError;
 
+/// The whole request body, or `None` when it is larger than `limit` bytes (reading
+/// stops there, and the connection is not kept alive: the rest was never read).
+pub async fn read_body(session: &mut Session, limit: usize) -> Result<Option<Bytes>> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if body.len() + chunk.len() > limit {
+            session.set_keepalive(None);
+            return Ok(None);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Some(body.freeze()))
+}
+
 /// Sends an OCI error body (headers only for HEAD, which must not have a body).
 pub async fn oci_error(session: &mut Session, ctx: &mut RequestCtx, err: &OciError) -> Result<()> {
     let body = err.body();
