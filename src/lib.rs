@@ -26,6 +26,7 @@ pub mod cache;
 pub mod catalog;
 pub mod config;
 pub mod downstream;
+pub mod express;
 pub mod git;
 pub mod logging;
 pub mod margo;

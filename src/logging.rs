@@ -183,9 +183,10 @@ impl Visit for JsonVisitor<'_> {
 /// One line per request, target `margo_proxy::access`. Never logs credentials: only
 /// the fields listed here are read from the request; `subject` is the token's `sub`
 /// claim, never the token. `total` is the request's duration, measured once by the
-/// caller for log and metrics. The request thread only moves what the line needs out
-/// of `ctx` (the request is over) into a record for the writer thread, which renders
-/// it (see [`queue`]); the `tracing` event is the fallback when no writer runs.
+/// caller for log and metrics. The request thread moves what the line needs out of
+/// `ctx` (the request is over) into a record and renders it into its own log buffer,
+/// which the writer thread drains (see [`queue`]); the `tracing` event is the fallback
+/// when no writer runs.
 pub fn access(
     session: &Session,
     e: Option<&Error>,
@@ -193,10 +194,10 @@ pub fn access(
     status: u16,
     total: std::time::Duration,
 ) {
-    if !tracing::enabled!(target: "margo_proxy::access", tracing::Level::INFO) {
+    if !access_enabled() {
         return;
     }
-    let record = AccessRecord {
+    log_access(AccessRecord {
         at: std::time::SystemTime::now(),
         request_id: std::mem::take(&mut ctx.request_id),
         client_ip: session
@@ -215,7 +216,16 @@ pub fn access(
         cache: ctx.cache_result,
         refusal: ctx.refusal.take(),
         error: e.map(|e| e.to_string()),
-    };
+    });
+}
+
+/// Whether access lines are written at the configured level.
+pub fn access_enabled() -> bool {
+    tracing::enabled!(target: "margo_proxy::access", tracing::Level::INFO)
+}
+
+/// Hands one access line to the writer thread (or to `tracing` when none runs).
+pub fn log_access(record: AccessRecord) {
     match QUEUE.get() {
         Some(Some(q)) => q.send(Message::Access(record)),
         _ => record.emit(),

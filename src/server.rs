@@ -124,6 +124,7 @@ pub fn build(config: &Config) -> Result<Built, ServeError> {
             .iter()
             .all(|l| !l.value.address.ends_with(":0"));
     let services = if per_thread { config.server.threads } else { 1 };
+    let express = crate::express::Express::for_state(&state, config.server.express).map(Arc::new);
     for i in 0..services {
         let app = pingora::proxy::http_proxy(
             &server.configuration,
@@ -142,7 +143,8 @@ pub fn build(config: &Config) -> Result<Built, ServeError> {
                 app,
                 head_policy,
                 drain.clone(),
-                config.timeouts.downstream_keepalive.as_secs(),
+                config.timeouts.downstream_keepalive,
+                express.clone(),
             ),
         );
         let sock = per_thread.then(|| {

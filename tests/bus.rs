@@ -9,7 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{
-    free_port, http, push_blob, put_manifest, sha256, Proxy, Redis, Registry, RegistryOptions,
+    free_port, http, metric, push_blob, put_manifest, sha256, Proxy, Redis, Registry,
+    RegistryOptions,
 };
 use margo_proxy::bus::message::{self, Invalidation, Message};
 
@@ -91,21 +92,6 @@ fn until_serves(base: &str, want: &str, limit: Duration) -> Duration {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-}
-
-/// The value of one series on a replica's `/metrics` (0 when absent).
-fn metric(p: &Proxy, series: &str) -> f64 {
-    let text = http()
-        .get(format!("{}/metrics", p.admin_url()))
-        .send()
-        .and_then(|r| r.text())
-        .expect("metrics");
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
 }
 
 fn wait_metric(p: &Proxy, series: &str, want: f64, limit: Duration) {

@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{http, push_blob, sha256, Proxy, Registry};
+use common::{http, metric, push_blob, sha256, Proxy, Registry};
 
 fn proxy_config(upstream: &str, extra: &str) -> String {
     format!(
@@ -613,5 +613,237 @@ fn client_disconnects_are_logged_at_info_with_the_cause() {
     assert!(
         errors.is_empty(),
         "a disconnect is not an error: {errors:#?}"
+    );
+}
+
+/// A package in the registry: manifest `v1` listing a 3 KiB and a 10 KiB blob.
+fn push_small_package(reg: &Registry, repo: &str) -> (Vec<u8>, Vec<(String, Vec<u8>)>) {
+    let c = http();
+    let blobs: Vec<Vec<u8>> = [(3u8, 3072usize), (9, 10_240)]
+        .iter()
+        .map(|&(seed, len)| (0..len).map(|i| (i as u8).wrapping_mul(seed)).collect())
+        .collect();
+    let digests: Vec<String> = blobs
+        .iter()
+        .map(|b| push_blob(&c, &reg.url(), repo, b))
+        .collect();
+    push_blob(&c, &reg.url(), repo, common::EMPTY_CONFIG.as_bytes());
+    let manifest = common::image_manifest(
+        &[
+            (
+                digests[0].clone(),
+                3072,
+                "application/vnd.margo.app.description.v1+yaml",
+            ),
+            (digests[1].clone(), 10_240, "image/png"),
+        ],
+        Some("application/vnd.margo.app.v1+json"),
+    );
+    let r = common::put_manifest(&c, &reg.url(), repo, "v1", &manifest);
+    assert_eq!(r.status(), 201);
+    (manifest, digests.into_iter().zip(blobs).collect())
+}
+
+/// Sends `request` `n` times on one keep-alive connection; the answers.
+fn exchange(p: &Proxy, request: &str, head: bool, n: usize) -> Vec<Response> {
+    let mut s = connect(p);
+    let (mut buf, mut pos) = (Vec::new(), 0);
+    (0..n)
+        .map(|_| {
+            s.write_all(request.as_bytes()).expect("send");
+            next_response(&mut s, &mut buf, &mut pos, head)
+        })
+        .collect()
+}
+
+/// An answer as compared across the two paths: the `Date` and a generated request id
+/// differ by nature (the id must still be a fresh UUID).
+fn comparable(r: &Response, client_id: bool) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let headers = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n != "Date")
+        .map(|(n, v)| match (n.as_str(), client_id) {
+            ("x-request-id", false) => {
+                assert_eq!(v.len(), 36, "a generated id: {v}");
+                (n.clone(), "<generated>".to_owned())
+            }
+            _ => (n.clone(), v.clone()),
+        })
+        .collect();
+    (r.status, headers, r.body.clone())
+}
+
+/// The express lane answers warm pulls with the very bytes of Pingora's path (header
+/// names, order and values, body), counts them, and Pingora's path (`express: false`)
+/// never does.
+#[test]
+fn express_answers_are_the_bytes_of_the_proxy_path() {
+    let reg = Registry::start();
+    let (manifest, blobs) = push_small_package(&reg, "fast/lane");
+    let config = |express: bool| {
+        format!(
+            "listeners:\n  - address: \"{{listen}}\"\nadmin:\n  address: \"{{admin}}\"\nupstreams:\n  - name: main\n    url: {}\nserver:\n  threads: 2\n  express: {express}\n",
+            reg.url()
+        )
+    };
+    let fast = Proxy::start(&config(true));
+    let slow = Proxy::start(&config(false));
+    let digest = sha256(&manifest);
+    let oci = "Accept: application/vnd.oci.image.manifest.v1+json\r\n";
+    let kinds: Vec<(String, bool, bool)> = vec![
+        (format!("GET /v2/fast/lane/manifests/v1 HTTP/1.1\r\nHost: x\r\n{oci}\r\n"), false, false),
+        (format!("HEAD /v2/fast/lane/manifests/v1 HTTP/1.1\r\nHost: x\r\n{oci}\r\n"), true, false),
+        (format!("GET /v2/fast/lane/manifests/{digest} HTTP/1.1\r\nHost: x\r\nUser-Agent: t\r\nAccept: text/plain, application/vnd.oci.image.manifest.v1+json;q=0.5\r\nConnection: keep-alive\r\n\r\n"), false, false),
+        (format!("GET /v2/fast/lane/manifests/v1 HTTP/1.1\r\nHost: x\r\nX-Request-Id: pull-7\r\n{oci}\r\n"), false, true),
+        (format!("GET /v2/fast/lane/blobs/{} HTTP/1.1\r\nHost: x\r\n\r\n", blobs[0].0), false, false),
+        (format!("HEAD /v2/fast/lane/blobs/{} HTTP/1.1\r\nHost: x\r\n\r\n", blobs[1].0), true, false),
+        (format!("GET /v2/fast/lane/blobs/{} HTTP/1.1\r\nHost: x\r\n\r\n", blobs[1].0), false, false),
+    ];
+    // Warm both proxies' caches and every worker thread's front (a connection stays on
+    // the thread that accepted it, so use several).
+    for p in [&fast, &slow] {
+        for (request, head, _) in &kinds {
+            for _ in 0..6 {
+                exchange(p, request, *head, 2);
+            }
+        }
+    }
+    let before = metric(&fast, "margo_proxy_express_answers_total");
+    for (request, head, client_id) in &kinds {
+        let got = exchange(&fast, request, *head, 20);
+        let want = exchange(&slow, request, *head, 20);
+        let reference = comparable(&want[0], *client_id);
+        for (i, r) in got.iter().chain(want.iter()).enumerate() {
+            assert_eq!(
+                comparable(r, *client_id),
+                reference,
+                "{request:?} answer {i}"
+            );
+        }
+        assert_eq!(reference.0, 200, "{request:?}");
+        if !head {
+            let expected = if request.contains("/manifests/") {
+                manifest.clone()
+            } else {
+                blobs
+                    .iter()
+                    .find(|(d, _)| request.contains(d.as_str()))
+                    .expect("blob")
+                    .1
+                    .clone()
+            };
+            assert_eq!(reference.2, expected, "{request:?}");
+        }
+    }
+    let answered = metric(&fast, "margo_proxy_express_answers_total") - before;
+    assert!(
+        answered >= 100.0,
+        "the express lane answered {answered} of the 140 warm pulls"
+    );
+    assert_eq!(metric(&slow, "margo_proxy_express_answers_total"), 0.0);
+    // On one connection: a lone request, two pipelined ones (Pingora takes those and
+    // the bytes it read past the first), then lone ones again; all in order.
+    let get = &kinds[0].0;
+    let blob_get = &kinds[4].0;
+    let mut s = connect(&fast);
+    let (mut buf, mut pos) = (Vec::new(), 0);
+    for batch in [
+        vec![get],
+        vec![blob_get, get],
+        vec![get, blob_get, get],
+        vec![blob_get],
+        vec![get],
+    ] {
+        let text: String = batch.iter().map(|r| r.as_str()).collect();
+        s.write_all(text.as_bytes()).expect("send");
+        for request in batch {
+            let r = next_response(&mut s, &mut buf, &mut pos, false);
+            let want = if request == get {
+                &manifest
+            } else {
+                &blobs[0].1
+            };
+            assert_eq!((r.status, &r.body), (200, want), "{request:?}");
+        }
+    }
+    // Not for the lane: a range, a conditional request, a query. Pingora answers them.
+    let range = exchange(
+        &fast,
+        &format!(
+            "GET /v2/fast/lane/blobs/{} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-9\r\n\r\n",
+            blobs[1].0
+        ),
+        false,
+        1,
+    );
+    assert_eq!(range[0].status, 206);
+    assert_eq!(range[0].body, blobs[1].1[..10]);
+    let before = metric(&fast, "margo_proxy_express_answers_total");
+    let close = exchange(
+        &fast,
+        &format!(
+            "GET /v2/fast/lane/manifests/v1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{oci}\r\n"
+        ),
+        false,
+        1,
+    );
+    assert_eq!(close[0].status, 200);
+    assert_eq!(close[0].header("connection"), Some("close"));
+    assert_eq!(metric(&fast, "margo_proxy_express_answers_total"), before);
+}
+
+/// A keep-alive connection the express lane has answered on (tries new connections
+/// until one lands on a worker thread whose cache front holds the manifest).
+fn express_connection(p: &Proxy, get: &str, manifest: &[u8]) -> TcpStream {
+    for _ in 0..50 {
+        let before = metric(p, "margo_proxy_express_answers_total");
+        let mut s = connect(p);
+        let (mut buf, mut pos) = (Vec::new(), 0);
+        s.write_all(get.as_bytes()).expect("send");
+        let r = next_response(&mut s, &mut buf, &mut pos, false);
+        assert_eq!(r.body, manifest);
+        if metric(p, "margo_proxy_express_answers_total") > before {
+            return s;
+        }
+    }
+    panic!("no connection was answered by the express lane");
+}
+
+/// A connection idle after an express answer ends at the keep-alive timeout, and at
+/// shutdown right away (not at the keep-alive timeout, here a minute).
+#[test]
+fn idle_express_connections_end_at_the_keepalive_timeout_and_at_shutdown() {
+    let reg = Registry::start();
+    let (manifest, _) = push_small_package(&reg, "idle/lane");
+    let config = |keepalive: &str| {
+        format!(
+            "listeners:\n  - address: \"{{listen}}\"\nadmin:\n  address: \"{{admin}}\"\nupstreams:\n  - name: main\n    url: {}\nserver:\n  threads: 2\ntimeouts:\n  downstream_keepalive: {keepalive}\n",
+            reg.url()
+        )
+    };
+    let get = "GET /v2/idle/lane/manifests/v1 HTTP/1.1\r\nHost: x\r\nAccept: application/vnd.oci.image.manifest.v1+json\r\n\r\n";
+    let p = Proxy::start(&config("1s"));
+    let mut s = express_connection(&p, get, &manifest);
+    let idle = Instant::now();
+    assert!(read_to_close(&mut s).is_empty());
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "closed after {waited:?}, keep-alive timeout 1s"
+    );
+    let mut p = Proxy::start(&config("60s"));
+    let mut s = express_connection(&p, get, &manifest);
+    p.proc.signal("TERM");
+    let asked = Instant::now();
+    assert!(read_to_close(&mut s).is_empty());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(
+        p.proc.wait_exit(Duration::from_secs(10)).is_some(),
+        "still running"
     );
 }

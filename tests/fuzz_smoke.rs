@@ -1,10 +1,13 @@
-//! Deterministic fuzz smoke for the two parsers every request meets first: the OCI API
-//! path (`OciRoute::parse`) and the `Authorization: Bearer` header. Thousands of mutated
-//! inputs, no nightly needed (the coverage-guided targets are `fuzz/fuzz_targets/
-//! {oci_route,bearer_token}.rs`). Asserts no panics and the parsers' invariants.
+//! Deterministic fuzz smoke for the parsers every request meets first: the OCI API
+//! path (`OciRoute::parse`), the `Authorization: Bearer` header and the express lane's
+//! request head (`express::request::parse`). Thousands of mutated inputs, no nightly
+//! needed (the coverage-guided targets are `fuzz/fuzz_targets/
+//! {oci_route,bearer_token,express_request}.rs`). Asserts no panics and the parsers'
+//! invariants.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test and tooling code: a panic is a failure report
 
 use margo_proxy::auth::bearer_token;
+use margo_proxy::express::request as express_request;
 use margo_proxy::oci::{OciRoute, Reference};
 
 const ROUNDS: usize = 100_000;
@@ -209,4 +212,61 @@ fn bearer_token_survives_mutations_and_round_trips() {
         );
     }
     assert!(accepted > ROUNDS / 20, "only {accepted} tokens parsed");
+}
+
+#[test]
+fn express_request_heads_survive_mutations_and_never_admit_answer_changing_fields() {
+    let seeds: [&[u8]; 4] = [
+        b"GET /v2/apps/web/manifests/1.0.0 HTTP/1.1\r\nHost: r:8080\r\nAccept: application/vnd.oci.image.manifest.v1+json\r\n\r\n",
+        b"HEAD /v2/a/blobs/sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a HTTP/1.1\r\nhost: x\r\nX-Request-Id: r-1\r\n\r\n",
+        b"GET /v2/a/manifests/v1 HTTP/1.1\r\nHost: x\r\nUser-Agent: u\r\nConnection: keep-alive\r\n\r\n",
+        b"GET /v2/a/manifests/v1 HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1\r\n\r\n",
+    ];
+    let interesting: &[&[u8]] = &[
+        b"\r\n",
+        b"\n",
+        b"\r\n\r\n",
+        b": ",
+        b"Range: bytes=0-1\r\n",
+        b"Authorization: Bearer x\r\n",
+        b"Content-Length: 5\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Host: y\r\n",
+        b"Accept: */*\r\n",
+        b" ",
+        b"\t",
+        b"?",
+        b"\0",
+        b"\xff",
+        b"HTTP/1.0",
+    ];
+    let mut rng = Rng(0x0ec5_91e5);
+    let mut accepted = 0;
+    for round in 0..ROUNDS {
+        let input = mutate(&mut rng, seeds[round % seeds.len()], interesting);
+        let Some(req) = express_request::parse(&input) else {
+            continue;
+        };
+        accepted += 1;
+        assert!(req.path.starts_with("/v2/"), "{input:?}");
+        assert!(!req.path.contains('?'), "{input:?}");
+        // Complete: the head ends with its blank line (CRLF or, as httparse allows, LF).
+        assert!(
+            input.ends_with(b"\n\r\n") || input.ends_with(b"\n\n"),
+            "{input:?}"
+        );
+        let lower = input.to_ascii_lowercase();
+        for field in [
+            &b"\nrange:"[..],
+            b"\nauthorization:",
+            b"\ncontent-length:",
+            b"\ntransfer-encoding:",
+        ] {
+            assert!(
+                !lower.windows(field.len()).any(|w| w == field),
+                "{input:?} accepted with {field:?}"
+            );
+        }
+    }
+    assert!(accepted > ROUNDS / 50, "only {accepted} heads accepted");
 }

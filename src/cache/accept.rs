@@ -75,13 +75,15 @@ impl MediaRange<'_> {
     }
 }
 
-/// Parses all `Accept` headers of a request. Malformed ranges are dropped
-/// (never guessed at), which at worst means a bypass to the upstream.
-pub fn parse_accept(headers: &HeaderMap) -> impl Iterator<Item = MediaRange<'_>> {
-    headers
-        .get_all(ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+/// Parses the raw values of a request's `Accept` headers. Values that are not visible
+/// ASCII are skipped (as `HeaderValue::to_str` refuses them) and malformed ranges
+/// dropped (never guessed at), which at worst means a bypass to the upstream.
+pub fn parse_accept<'a>(
+    values: impl Iterator<Item = &'a [u8]>,
+) -> impl Iterator<Item = MediaRange<'a>> {
+    values
+        .filter(|v| v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)))
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(split_outside_quotes)
         .filter_map(parse_range)
 }
@@ -160,38 +162,45 @@ fn parse_qvalue(v: &str) -> Option<u16> {
 /// carrying `accept` (see the module docs for the rules). Runs on every cache
 /// hit, so it walks the header in place instead of collecting ranges.
 pub fn negotiate(accept: &HeaderMap, content_type: &str) -> Negotiation {
-    let mut values = accept.get_all(ACCEPT).iter().peekable();
-    if values.peek().is_none() {
+    negotiate_values(
+        || accept.get_all(ACCEPT).iter().map(|v| v.as_bytes()),
+        content_type,
+    )
+}
+
+/// [`negotiate`] over the raw `Accept` values of a request (`values` walks them, and
+/// is called at most twice), for heads not parsed into a `HeaderMap` (the express
+/// lane's).
+pub fn negotiate_values<'a, I>(values: impl Fn() -> I, content_type: &str) -> Negotiation
+where
+    I: Iterator<Item = &'a [u8]>,
+{
+    let mut probe = values().peekable();
+    if probe.peek().is_none() {
         return Negotiation::Bypass;
     }
-    if lists_exactly(values, content_type) {
+    if lists_exactly(probe, content_type) {
         return Negotiation::Serve;
     }
-    negotiate_ranges(parse_accept(accept), content_type)
+    negotiate_ranges(parse_accept(values()), content_type)
 }
 
 /// The common case, decided without parsing: the stored type is listed as is,
 /// without parameters, so with q=1. Nothing can outrank that (the most
 /// specific match wins, and among equals the highest q), so it is served.
 /// Works on bytes: media types are ASCII, and a value that is not is no match.
-fn lists_exactly<'a>(
-    values: impl Iterator<Item = &'a http::HeaderValue>,
-    content_type: &str,
-) -> bool {
+fn lists_exactly<'a>(values: impl Iterator<Item = &'a [u8]>, content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
         .as_bytes();
-    values
-        .map(|v| v.as_bytes())
-        .filter(|v| !v.contains(&b'"'))
-        .any(|v| {
-            v.eq_ignore_ascii_case(essence)
-                || v.split(|&b| b == b',')
-                    .any(|item| item.trim_ascii().eq_ignore_ascii_case(essence))
-        })
+    values.filter(|v| !v.contains(&b'"')).any(|v| {
+        v.eq_ignore_ascii_case(essence)
+            || v.split(|&b| b == b',')
+                .any(|item| item.trim_ascii().eq_ignore_ascii_case(essence))
+    })
 }
 
 /// [`negotiate`] over already-parsed ranges.
@@ -217,6 +226,10 @@ pub fn negotiate_ranges<'a>(
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    fn values(h: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+        h.get_all(ACCEPT).iter().map(|v| v.as_bytes())
+    }
 
     fn headers(values: &[&str]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -293,7 +306,7 @@ mod tests {
         let h = headers(&[
             " Application/VND.OCI.Image.Manifest.v1+JSON ; charset=\"utf-8, really\" ; Q=0.5 ",
         ]);
-        let ranges: Vec<_> = parse_accept(&h).collect();
+        let ranges: Vec<_> = parse_accept(values(&h)).collect();
         assert_eq!(ranges.len(), 1, "{ranges:?}");
         assert_eq!(ranges[0].q, 500);
         assert_eq!(negotiate(&h, OCI_MANIFEST), Negotiation::Serve);
@@ -313,7 +326,7 @@ mod tests {
         let h = headers(&[&format!("{OCI_MANIFEST};q=0"), OCI_MANIFEST]);
         assert_eq!(negotiate(&h, OCI_MANIFEST), Negotiation::Serve);
         assert_eq!(
-            negotiate_ranges(parse_accept(&h), OCI_MANIFEST),
+            negotiate_ranges(parse_accept(values(&h)), OCI_MANIFEST),
             Negotiation::Serve
         );
         // A parameter-less listing inside a quoted string is not a listing.
@@ -333,7 +346,7 @@ mod tests {
             "application/vnd.oci.image.manifest.v1+json;q=abc",
             "appli cation/json",
         ] {
-            assert_eq!(parse_accept(&headers(&[bad])).count(), 0, "{bad:?}");
+            assert_eq!(parse_accept(values(&headers(&[bad]))).count(), 0, "{bad:?}");
         }
         assert_eq!(parse_qvalue("1.000"), Some(1000));
         assert_eq!(parse_qvalue("0.5"), Some(500));

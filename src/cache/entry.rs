@@ -163,6 +163,12 @@ impl CachedManifest {
         ResponseHeader::from(parts)
     }
 
+    /// The head of a `200` hit, with the placeholder request id [`Self::response_head`]
+    /// replaces.
+    pub fn answer_head(&self) -> &HeaderMap {
+        &self.head
+    }
+
     /// A deep copy whose body and header values share no reference counts with
     /// `self`: for [`super::front`], so that answering from it on one core does not
     /// write to memory other cores are reading.

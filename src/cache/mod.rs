@@ -50,7 +50,7 @@ use moka::Expiry;
 pub use crate::oci::digest::{
     parse_digest, sha256_digest, verify_digest, Algorithm as DigestAlgorithm,
 };
-pub use accept::{negotiate, Negotiation, FULL_ACCEPT};
+pub use accept::{negotiate, negotiate_values, Negotiation, FULL_ACCEPT};
 pub use config::CacheConfig;
 pub use entry::{CachedManifest, TagEntry};
 pub use error::{
@@ -382,6 +382,18 @@ impl ManifestCache {
         repository: &str,
         reference: &[&str],
     ) -> Option<Arc<CachedManifest>> {
+        self.front_hit_if(upstream, repository, reference, |_| true)
+    }
+
+    /// [`Self::front_hit`] for an entry `serves` accepts (e.g. the client's `Accept`);
+    /// one it refuses is not counted as a hit.
+    pub fn front_hit_if(
+        &self,
+        upstream: &str,
+        repository: &str,
+        reference: &[&str],
+        serves: impl FnOnce(&CachedManifest) -> bool,
+    ) -> Option<Arc<CachedManifest>> {
         let hit = front::get(
             self.id,
             upstream,
@@ -389,7 +401,8 @@ impl ManifestCache {
             reference,
             Instant::now(),
             |stamp| self.ticket_valid(stamp.ticket),
-        )?;
+        )
+        .filter(|hit| serves(&hit.manifest))?;
         // As on the moka path: by tag with an attached manifest, tag and digest both hit.
         self.counters.hits.bump();
         if hit.by_tag {

@@ -407,6 +407,11 @@ pub struct ServerSettings {
     /// How worker threads take connections; see [`RuntimeMode`].
     #[serde(default)]
     pub runtime: RuntimeMode,
+    /// Answer plain warm-cache pulls at the connection, before Pingora's proxy (see
+    /// `crate::express`); only where no auth, policy, trust, Git upstream or staging is
+    /// configured. Off: every request goes through Pingora (same answers, slower).
+    #[serde(default = "yes")]
+    pub express: bool,
 }
 
 /// How the registry listener's worker threads share the work.
@@ -446,6 +451,7 @@ impl Default for ServerSettings {
             shutdown_timeout: d_shutdown(),
             work_stealing: true,
             runtime: RuntimeMode::default(),
+            express: true,
         }
     }
 }

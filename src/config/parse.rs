@@ -178,6 +178,9 @@ mod tests {
         assert_eq!(c.server.runtime, RuntimeMode::PerThread);
         let c = Config::parse(&format!("{BASE}server:\n  runtime: shared\n")).expect("parses");
         assert_eq!(c.server.runtime, RuntimeMode::Shared);
+        assert!(c.server.express);
+        let c = Config::parse(&format!("{BASE}server:\n  express: false\n")).expect("parses");
+        assert!(!c.server.express);
         let e = errors(&format!("{BASE}server:\n  runtime: fibers\n"));
         assert!(
             e.len() == 1 && e[0].contains("per_thread") && e[0].contains("shared"),

@@ -160,7 +160,26 @@ pub struct GuardedStream {
     /// Set by the proxy once Pingora has parsed a head (it may never read one from the
     /// socket: a pipelined request can arrive with the previous one's bytes).
     head_read: AtomicBool,
+    /// The current head's length in `held`, once it is complete.
+    head_len: usize,
+    /// Bytes past the head handed to Pingora since [`Self::wait_next`]: while none
+    /// were, and it read the head from here, Pingora holds nothing of the next request
+    /// (no pipelined prefix).
+    beyond_head: usize,
+    /// Pingora read this request's whole head from here (not from bytes it already held).
+    head_handed: bool,
+    /// Waiting for a kept-alive connection's next request: `deadline` is the
+    /// keep-alive timeout, and becomes the head's once a first byte comes.
+    idle: bool,
     peer: Option<SocketAddr>,
+}
+
+/// What [`GuardedStream::complete_head`] found.
+pub enum HeadWait<'a> {
+    /// A complete head, and nothing after it yet.
+    Alone(&'a [u8]),
+    /// Anything else (more bytes after the head, a refusal, the end): Pingora reads it.
+    Other,
 }
 
 impl std::fmt::Debug for GuardedStream {
@@ -187,19 +206,55 @@ impl GuardedStream {
             released: 0,
             timer: None,
             head_read: AtomicBool::new(false),
+            head_len: 0,
+            beyond_head: 0,
+            head_handed: false,
+            idle: false,
             peer,
         }
     }
 
-    /// The connection is kept alive for another request: guard its head. The deadline
-    /// starts with its first byte (waiting for it is the keep-alive timeout's job).
-    pub fn next_request(&mut self) {
+    /// The client's address, when it is an IP socket.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// Waits for the current request's head (bounded as Pingora's reads of it are).
+    pub async fn complete_head(&mut self) -> HeadWait<'_> {
+        let waited = std::future::poll_fn(|cx| match self.phase {
+            Phase::Head => self.poll_head(cx),
+            _ => Poll::Ready(Ok(())),
+        })
+        .await;
+        match (waited, &self.phase) {
+            (Ok(()), Phase::Release)
+                if self.head_len > 0 && self.released == 0 && self.held.len() == self.head_len =>
+            {
+                HeadWait::Alone(&self.held)
+            }
+            _ => HeadWait::Other,
+        }
+    }
+
+    /// Whether Pingora was handed only the head since [`Self::wait_next`], so that
+    /// it holds none of the next request's bytes.
+    pub fn handed_only_head(&self) -> bool {
+        self.head_handed && self.beyond_head == 0
+    }
+
+    /// The request is answered and the connection kept alive: guard the next head, and
+    /// wait at most `keepalive` for its first byte (Pingora bounds its own wait too, but
+    /// the express lane waits here); the head's own deadline starts with that byte.
+    pub fn wait_next(&mut self, keepalive: Duration) {
         self.phase = Phase::Head;
         self.held.clear();
         self.released = 0;
         self.scanner.reset();
-        self.deadline = None;
-        self.timer = None;
+        self.deadline = Some(Instant::now() + keepalive);
+        self.idle = true;
+        self.head_len = 0;
+        self.beyond_head = 0;
+        self.head_handed = false;
         self.head_read.store(false, Ordering::Relaxed);
     }
 
@@ -252,9 +307,18 @@ impl GuardedStream {
                     let Some(deadline) = self.deadline else {
                         return Poll::Pending;
                     };
-                    let timer = self
-                        .timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    // One timer per connection, moved to each head's deadline.
+                    let timer = match self.timer.as_mut() {
+                        Some(timer) => {
+                            if timer.deadline() != deadline {
+                                timer.as_mut().reset(deadline);
+                            }
+                            timer
+                        }
+                        None => self
+                            .timer
+                            .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                    };
                     ready!(timer.as_mut().poll(cx));
                     if self.held.is_empty() {
                         // Nothing sent at all: an idle connection, closed without a word.
@@ -278,13 +342,14 @@ impl GuardedStream {
                     return Poll::Ready(Ok(()));
                 }
                 Poll::Ready(Ok(())) => {
-                    if self.deadline.is_none() {
+                    if self.deadline.is_none() || self.idle {
                         self.deadline = Some(Instant::now() + self.policy.timeout);
+                        self.idle = false;
                     }
                     match self.scanner.scan(&self.held[old..]) {
                         Scan::Incomplete => continue,
-                        Scan::Complete { .. } => {
-                            self.timer = None;
+                        Scan::Complete { len } => {
+                            self.head_len = old + len;
                             self.phase = Phase::Release;
                             return Poll::Ready(Ok(()));
                         }
@@ -369,13 +434,23 @@ impl AsyncRead for GuardedStream {
         let this = self.get_mut();
         loop {
             match &this.phase {
-                Phase::Body => return Pin::new(&mut *this.inner).poll_read(cx, buf),
+                Phase::Body => {
+                    let before = buf.filled().len();
+                    let polled = Pin::new(&mut *this.inner).poll_read(cx, buf);
+                    this.beyond_head += buf.filled().len() - before;
+                    return polled;
+                }
                 Phase::Head => ready!(this.poll_head(cx))?,
                 Phase::Release => {
                     let rest = &this.held[this.released..];
                     let n = rest.len().min(buf.remaining());
                     buf.put_slice(&rest[..n]);
+                    let past_head = |at: usize| at.saturating_sub(this.head_len);
+                    this.beyond_head += past_head(this.released + n) - past_head(this.released);
                     this.released += n;
+                    if this.head_len > 0 && this.released >= this.head_len {
+                        this.head_handed = true;
+                    }
                     if this.released >= this.held.len() {
                         this.held.clear();
                         if this.held.capacity() > 4 * READ_CHUNK {

@@ -314,6 +314,10 @@ pub struct Metrics {
     cache_bytes: IntGauge,
     cache_sync: Mutex<()>,
     blob: blob::BlobMetrics,
+    /// Requests the express lane answered, counted per thread (every one is a hit)
+    /// and copied into `express_answers` when scraped.
+    express_local: crate::shard::Counter,
+    express_answers: IntCounter,
 
     upstream_errors: IntCounterVec,
     upstream_up: IntGaugeVec,
@@ -455,6 +459,14 @@ impl Metrics {
             )?,
             cache_sync: Mutex::new(()),
             blob: blob::BlobMetrics::new(&mut b)?,
+            express_local: crate::shard::Counter::default(),
+            express_answers: b
+                .counter(
+                    "express_answers_total",
+                    "Warm-cache pulls answered by the express lane, at the connection before Pingora's proxy (also counted in requests_total).",
+                    &[],
+                )?
+                .with_label_values::<&str>(&[]),
             upstream_errors: b.counter(
                 "upstream_errors_total",
                 "Failed upstream requests by upstream (config name) and kind.",
@@ -747,8 +759,18 @@ impl Metrics {
     /// Text exposition (format 0.0.4) for `/metrics`. Families without any
     /// series yet still get their `# HELP`/`# TYPE` lines, so a scraper (and
     /// the dashboard check) sees every family from the first scrape.
+    /// Counts one answer of the express lane (`crate::express`).
+    pub fn express_answer(&self) {
+        self.express_local.bump();
+    }
+
     pub fn encode(&self) -> Result<String, MetricsError> {
         self.shards.flush();
+        {
+            let _guard = self.cache_sync.lock().unwrap_or_else(|p| p.into_inner());
+            let c = &self.express_answers;
+            c.inc_by(self.express_local.get().saturating_sub(c.get()));
+        }
         let gathered = self.registry.gather();
         let mut buf = Vec::with_capacity(16 * 1024);
         TextEncoder::new().encode(&gathered, &mut buf)?;

@@ -156,20 +156,31 @@ impl std::fmt::Display for RequestId {
 /// in logs and headers, so they must not carry control characters or megabytes.
 pub fn request_id(incoming: Option<&HeaderValue>) -> RequestId {
     match incoming {
-        Some(id)
-            if !id.is_empty()
-                && id.len() <= 128
-                && id.as_bytes().iter().all(|b| b.is_ascii_graphic()) =>
-        {
-            RequestId(id.clone())
-        }
-        _ => {
-            let mut buf = uuid::Uuid::encode_buffer();
-            let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-            // A hyphenated UUID is always a valid header value.
-            RequestId(HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-")))
-        }
+        Some(id) if kept(id.as_bytes()) => RequestId(id.clone()),
+        _ => new_request_id(),
     }
+}
+
+/// [`request_id`] for an id read from a raw head.
+pub fn request_id_from_bytes(incoming: Option<&[u8]>) -> RequestId {
+    match incoming
+        .filter(|id| kept(id))
+        .and_then(|id| HeaderValue::from_bytes(id).ok())
+    {
+        Some(id) => RequestId(id),
+        None => new_request_id(),
+    }
+}
+
+fn kept(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.iter().all(|b| b.is_ascii_graphic())
+}
+
+fn new_request_id() -> RequestId {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // A hyphenated UUID is always a valid header value.
+    RequestId(HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-")))
 }
 
 #[cfg(test)]
@@ -183,6 +194,9 @@ mod tests {
         assert_ne!(id("evil log line").as_str(), "evil log line");
         assert_eq!(id(&"x".repeat(500)).as_str().len(), 36);
         assert_eq!(request_id(None).as_str().len(), 36);
+        assert_eq!(request_id_from_bytes(Some(b"abc-123")).as_str(), "abc-123");
+        assert_eq!(request_id_from_bytes(Some(b"a b")).as_str().len(), 36);
+        assert_eq!(request_id_from_bytes(None).as_str().len(), 36);
         assert_ne!(request_id(None).as_str(), request_id(None).as_str());
     }
 }

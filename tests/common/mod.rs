@@ -489,6 +489,23 @@ impl Proxy {
     }
 }
 
+/// The value of one series (name and labels, as exposed) on a proxy's `/metrics`; 0
+/// when absent.
+pub fn metric(p: &Proxy, series: &str) -> f64 {
+    let text = http()
+        .get(format!("{}/metrics", p.admin_url()))
+        .send()
+        .and_then(|r| r.text())
+        .expect("metrics");
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or(0.0)
+}
+
 pub fn http() -> reqwest::blocking::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::blocking::Client::builder()
