@@ -372,19 +372,7 @@ fn auth_config(reg: &Registry) -> String {
 }
 
 fn mint(group: &str) -> String {
-    let pem = std::fs::read(repo_root().join("tests/fixtures/auth/rsa_private.pem")).expect("key");
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("rsa key");
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some(KID.into());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let claims = json!({
-        "iss": "https://idp.test", "aud": "margo-catalog-it", "sub": group,
-        "exp": now + 600, "iat": now, "groups": [group],
-    });
-    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+    mint_token(KID, "margo-catalog-it", group)
 }
 
 #[test]

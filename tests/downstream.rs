@@ -793,6 +793,207 @@ fn express_answers_are_the_bytes_of_the_proxy_path() {
     assert_eq!(metric(&fast, "margo_proxy_express_answers_total"), before);
 }
 
+const EXPRESS_KID: &str = "express-auth";
+
+/// With client auth on, the lane answers the pulls the caller may make when memory
+/// decides the grant (a token verified before, an anonymous pull), with the bytes,
+/// access-log subject and auth counts of Pingora's path; every refusal stays
+/// Pingora's, with the same `401`/`403` answers: authorization runs before the cache.
+#[test]
+fn express_answers_granted_pulls_and_leaves_refusals_to_pingora() {
+    let reg = Registry::start();
+    let (manifest, blobs) = push_small_package(&reg, "private/app");
+    let (open_manifest, _) = push_small_package(&reg, "open/app");
+    let config = |express: bool| {
+        format!(
+            r#"listeners:
+  - address: "{{listen}}"
+admin:
+  address: "{{admin}}"
+upstreams:
+  - name: main
+    url: {}
+server:
+  threads: 2
+  express: {express}
+auth:
+  realm: "{{proxy_url}}/token"
+  service: margo-express
+  issuers:
+    - issuer: https://idp.test
+      audiences: [margo-express]
+      keys: {{static: [{{kid: {EXPRESS_KID}, pem_file: "{}"}}]}}
+      algorithms: [RS256]
+  rules:
+    - match: [{{claim: groups, values: [readers]}}]
+      grant: {{"private/**": [pull]}}
+    - match: [{{claim: groups, values: [others]}}]
+      grant: {{"elsewhere/**": [pull]}}
+  anonymous_pull: ["open/**"]
+"#,
+            reg.url(),
+            common::repo_root()
+                .join("tests/fixtures/auth/rsa_public.pem")
+                .display()
+        )
+    };
+    let fast = Proxy::start(&config(true));
+    let slow = Proxy::start(&config(false));
+    let reader = common::mint_token(EXPRESS_KID, "margo-express", "readers");
+    let other = common::mint_token(EXPRESS_KID, "margo-express", "others");
+    let oci = "Accept: application/vnd.oci.image.manifest.v1+json\r\n";
+    let bearer = |t: &str| format!("Authorization: Bearer {t}\r\n");
+    let granted: Vec<(String, bool)> = vec![
+        (
+            format!(
+                "GET /v2/private/app/manifests/v1 HTTP/1.1\r\nHost: x\r\n{}{oci}\r\n",
+                bearer(&reader)
+            ),
+            false,
+        ),
+        (
+            format!(
+                "HEAD /v2/private/app/manifests/v1 HTTP/1.1\r\nHost: x\r\n{oci}{}\r\n",
+                bearer(&reader)
+            ),
+            true,
+        ),
+        (
+            format!(
+                "GET /v2/private/app/blobs/{} HTTP/1.1\r\nHost: x\r\n{}\r\n",
+                blobs[0].0,
+                bearer(&reader)
+            ),
+            false,
+        ),
+        (
+            format!("GET /v2/open/app/manifests/v1 HTTP/1.1\r\nHost: x\r\n{oci}\r\n"),
+            false,
+        ),
+    ];
+    for p in [&fast, &slow] {
+        for (request, head) in &granted {
+            for _ in 0..6 {
+                exchange(p, request, *head, 2);
+            }
+        }
+    }
+    let allowed = r#"margo_proxy_auth_decisions_total{reason="token",result="allow"}"#;
+    let anonymous = r#"margo_proxy_auth_decisions_total{reason="anonymous",result="allow"}"#;
+    let counts = |p: &Proxy| {
+        [
+            metric(p, allowed),
+            metric(p, anonymous),
+            metric(p, "margo_proxy_express_answers_total"),
+        ]
+    };
+    let (fast_before, slow_before) = (counts(&fast), counts(&slow));
+    for (request, head) in &granted {
+        let got = exchange(&fast, request, *head, 20);
+        let want = exchange(&slow, request, *head, 20);
+        let reference = comparable(&want[0], false);
+        for (i, r) in got.iter().chain(want.iter()).enumerate() {
+            assert_eq!(comparable(r, false), reference, "{request:?} answer {i}");
+        }
+        assert_eq!(reference.0, 200, "{request:?}");
+        if !head {
+            let expected = if request.contains("/blobs/") {
+                &blobs[0].1
+            } else if request.contains("open/") {
+                &open_manifest
+            } else {
+                &manifest
+            };
+            assert_eq!(&reference.2, expected, "{request:?}");
+        }
+    }
+    let (fast_after, slow_after) = (counts(&fast), counts(&slow));
+    let delta = |a: [f64; 3], b: [f64; 3]| [a[0] - b[0], a[1] - b[1], a[2] - b[2]];
+    let (fast_delta, slow_delta) = (
+        delta(fast_after, fast_before),
+        delta(slow_after, slow_before),
+    );
+    assert_eq!(
+        fast_delta[..2],
+        [60.0, 20.0],
+        "auth decisions counted once per request"
+    );
+    assert_eq!(
+        slow_delta[..2],
+        fast_delta[..2],
+        "the same decisions on both paths"
+    );
+    assert!(
+        fast_delta[2] >= 60.0,
+        "the lane answered {} of the 80 pulls",
+        fast_delta[2]
+    );
+    assert_eq!(slow_delta[2], 0.0);
+
+    // Every blob pull so far came with the reader's token (12 warming, 20 compared):
+    // each line names its subject, whichever path answered it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines: Vec<String> = plain_log(&fast)
+            .into_iter()
+            .filter(|l| l.contains("margo_proxy::access") && l.contains("blob_get"))
+            .collect();
+        if lines.len() >= 32 {
+            assert_eq!(lines.len(), 32, "{lines:?}");
+            for l in &lines {
+                assert!(l.contains("subject=\"readers\""), "{l}");
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} blob_get lines", lines.len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Refusals: no token, a token for other repositories, a bad token, a token-less
+    // ping. Pingora answers each, on both proxies alike, and the lane answers none.
+    let refused = [
+        (format!("GET /v2/private/app/manifests/v1 HTTP/1.1\r\nHost: x\r\n{oci}\r\n"), 401),
+        (format!("GET /v2/private/app/manifests/v1 HTTP/1.1\r\nHost: x\r\n{}{oci}\r\n", bearer(&other)), 403),
+        (format!("GET /v2/private/app/blobs/{} HTTP/1.1\r\nHost: x\r\n{}\r\n", blobs[0].0, bearer(&other)), 403),
+        (format!("GET /v2/open/app/manifests/v1 HTTP/1.1\r\nHost: x\r\n{}{oci}\r\n", bearer("not.a.token")), 401),
+        (format!("GET /v2/private/app/manifests/v1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {reader}\r\nAuthorization: Bearer {reader}\r\n{oci}\r\n"), 200),
+        ("GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(), 401),
+    ];
+    // The challenge's realm is each proxy's own address.
+    let own = |p: &Proxy, r: &Response| {
+        let (status, headers, body) = comparable(r, false);
+        let headers: Vec<(String, String)> = headers
+            .into_iter()
+            .map(|(n, v)| (n, v.replace(&p.url(), "<proxy>")))
+            .collect();
+        (status, headers, body)
+    };
+    let before = metric(&fast, "margo_proxy_express_answers_total");
+    for (request, status) in &refused {
+        let got = exchange(&fast, request, false, 3);
+        let want = exchange(&slow, request, false, 3);
+        let reference = own(&slow, &want[0]);
+        for (p, r) in got
+            .iter()
+            .map(|r| (&fast, r))
+            .chain(want.iter().map(|r| (&slow, r)))
+        {
+            assert_eq!(r.status, *status, "{request:?}");
+            assert_eq!(own(p, r), reference, "{request:?}");
+        }
+        if *status != 200 {
+            assert!(
+                want[0]
+                    .header("www-authenticate")
+                    .is_some_and(|v| v.starts_with("Bearer realm=")),
+                "{request:?}: {:?}",
+                want[0].headers
+            );
+        }
+    }
+    assert_eq!(metric(&fast, "margo_proxy_express_answers_total"), before);
+}
+
 /// A keep-alive connection the express lane has answered on (tries new connections
 /// until one lands on a worker thread whose cache front holds the manifest).
 fn express_connection(p: &Proxy, get: &str, manifest: &[u8]) -> TcpStream {

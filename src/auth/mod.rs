@@ -117,38 +117,49 @@ impl Authenticator {
         authorization: Option<&[u8]>,
     ) -> Result<Arc<Principal>, AuthError> {
         let scopes = required_scopes(method, target);
-        let token = match authorization.and_then(bearer_token) {
-            Some(Ok(t)) if t == ANONYMOUS_TOKEN => None,
-            Some(Ok(t)) => Some(Ok(t)),
-            Some(Err(reason)) => Some(Err(reason)),
-            None => {
-                // The ping without any token is always challenged, as distribution
-                // does with token auth: a client that got `200` here would never
-                // learn the realm, and its push would fail. Anonymous pulls go on
-                // working: repository requests pass, and the token endpoint hands
-                // credential-less clients the anonymous token, which passes the ping.
-                if matches!(target, Target::Base) {
-                    return Err(AuthError::MissingToken { scopes });
-                }
-                None
+        let principal = match presented(target, authorization) {
+            Presented::Challenge => return Err(AuthError::MissingToken { scopes }),
+            Presented::Nothing if self.anonymous.allows_all(&scopes) => {
+                return Ok(self.anonymous.clone())
             }
-        };
-        let Some(token) = token else {
-            return if self.anonymous.allows_all(&scopes) {
-                Ok(self.anonymous.clone())
-            } else {
-                Err(AuthError::MissingToken { scopes })
-            };
-        };
-        let principal = match token {
-            Ok(t) => self.validator.validate(t).await,
-            Err(reason) => Err(reason.into()),
+            Presented::Nothing => return Err(AuthError::MissingToken { scopes }),
+            Presented::Token(t) => self.validator.validate(t).await,
+            Presented::Malformed(reason) => Err(reason.into()),
         }
         .map_err(|e| AuthError::from_token_error(e, scopes.clone()))?;
         if principal.allows_all(&scopes) {
             Ok(principal)
         } else {
             Err(AuthError::InsufficientScope { scopes })
+        }
+    }
+
+    /// The grant [`Authenticator::authorize`] would give, when memory alone decides
+    /// it: no token where anonymous pulls are allowed, or a token verified earlier
+    /// and still valid. `None` for everything else, refusals included: those go the
+    /// long way, which answers and counts them. Counts nothing itself (see
+    /// [`Authenticator::count_cached_grant`]).
+    pub fn authorize_cached(
+        &self,
+        method: &http::Method,
+        target: &Target<'_>,
+        authorization: Option<&[u8]>,
+    ) -> Option<Arc<Principal>> {
+        let principal = match presented(target, authorization) {
+            Presented::Nothing => self.anonymous.clone(),
+            Presented::Token(t) => self.validator.cached(t)?,
+            Presented::Challenge | Presented::Malformed(_) => return None,
+        };
+        principal
+            .allows_all(&required_scopes(method, target))
+            .then_some(principal)
+    }
+
+    /// Counts a request let through by [`Authenticator::authorize_cached`] as
+    /// [`Authenticator::authorize`] would have counted it.
+    pub fn count_cached_grant(&self, principal: &Principal) {
+        if !principal.anonymous {
+            self.validator.count_cache_hit();
         }
     }
 
@@ -175,6 +186,30 @@ impl Authenticator {
     /// The `service` name.
     pub fn service(&self) -> &str {
         &self.service
+    }
+}
+
+/// What a request's `Authorization` header presents, as the decision sees it.
+enum Presented<'a> {
+    /// No token, on the base ping: always challenged, as distribution does with token
+    /// auth (a client that got `200` there would never learn the realm, and its push
+    /// would fail). Anonymous pulls go on working: repository requests pass, and the
+    /// token endpoint hands credential-less clients the anonymous token, which passes
+    /// the ping.
+    Challenge,
+    /// No token (or the anonymous one, or another scheme than Bearer).
+    Nothing,
+    Token(&'a str),
+    Malformed(InvalidReason),
+}
+
+fn presented<'a>(target: &Target<'_>, authorization: Option<&'a [u8]>) -> Presented<'a> {
+    match authorization.and_then(bearer_token) {
+        Some(Ok(t)) if t == ANONYMOUS_TOKEN => Presented::Nothing,
+        Some(Ok(t)) => Presented::Token(t),
+        Some(Err(reason)) => Presented::Malformed(reason),
+        None if matches!(target, Target::Base) => Presented::Challenge,
+        None => Presented::Nothing,
     }
 }
 

@@ -10,10 +10,13 @@
 //! [`crate::downstream::guard`] already holds, with the same bytes the proxy would
 //! have sent, the same access-log line and the same metrics.
 //!
-//! It only runs where a hit needs no per-request decision besides the route: no
-//! client auth, no policies, no trust policy, no Git upstreams, no staging (see
-//! [`Express::for_state`]); and only for the plainest requests ([`request`]). Anything
-//! else, and every miss, is Pingora's: the lane declines and Pingora reads the same
+//! It only runs where a hit needs no per-request decision besides the route and the
+//! caller's grant: no policies, no trust policy, no Git upstreams, no staging (see
+//! [`Express::for_state`]); and only for the plainest requests ([`request`]). With
+//! client auth on, the grant is the one [`crate::auth::Authenticator::authorize`]
+//! gives, taken only when memory decides it (an anonymous pull, or a token verified
+//! before): authorization still runs before the cache. Anything else, refusals and
+//! every miss included, is Pingora's: the lane declines and Pingora reads the same
 //! head as if the lane did not exist.
 
 pub mod request;
@@ -25,6 +28,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::HeaderMap;
 
+use crate::auth::{Principal, Target};
 use crate::cache::{negotiate_values, CacheResult, Negotiation};
 use crate::logging::access::AccessRecord;
 use crate::metrics::RequestRecord;
@@ -48,19 +52,18 @@ pub struct Answered {
     matched: crate::upstream::routing::RouteMatch,
     request_id: RequestId,
     cache: CacheResult,
+    /// Who was let through, when client auth is on.
+    principal: Option<Arc<Principal>>,
 }
 
 impl Express {
     /// The lane for `state`, when `enabled` and nothing configured needs a per-request
-    /// decision on a cache hit.
+    /// decision on a cache hit beyond the auth grant.
     pub fn for_state(state: &Arc<ProxyState>, enabled: bool) -> Option<Self> {
         let s = state;
         let caches = s.cache.is_some() || s.blobs.is_some();
-        let decisions = s.auth.is_some()
-            || s.policy.is_some()
-            || s.trust.is_some()
-            || s.git.is_some()
-            || s.staging.is_some();
+        let decisions =
+            s.policy.is_some() || s.trust.is_some() || s.git.is_some() || s.staging.is_some();
         (enabled && caches && !decisions).then(|| Express {
             state: state.clone(),
         })
@@ -75,6 +78,19 @@ impl Express {
         let operation = Operation::of(&parsed, &req.method.http());
         let route = parsed.ok()?;
         let name = route.name()?;
+        let principal = match &self.state.auth {
+            // Without proxy auth, a client's own credentials go upstream, where they
+            // may see what others may not: never answered from the shared cache.
+            None if req.authorization.is_some() => return None,
+            None => None,
+            Some(auth) => {
+                let target = Target::Repository {
+                    name: name.as_str(),
+                    mount_from: None,
+                };
+                Some(auth.authorize_cached(&req.method.http(), &target, req.authorization)?)
+            }
+        };
         let matched = self.state.router.route(name).ok()?;
         let upstream = self.state.upstreams.get(matched.route.upstream)?;
         let upstream_name = matched.upstream_name.as_str();
@@ -126,6 +142,7 @@ impl Express {
             route,
             request_id,
             cache,
+            principal,
         })
     }
 
@@ -141,6 +158,12 @@ impl Express {
         let total = started.elapsed();
         let bytes_out = if sent { answered.body.len() } else { 0 };
         self.state.metrics.express_answer();
+        if let (Some(auth), Some(principal)) = (&self.state.auth, &answered.principal) {
+            auth.count_cached_grant(principal);
+            self.state
+                .metrics
+                .auth_decision("allow", principal.grant_reason());
+        }
         let method = answered.method.http();
         self.state.metrics.observe_request(&RequestRecord {
             operation: answered.operation.as_str(),
@@ -157,7 +180,7 @@ impl Express {
                 at: std::time::SystemTime::now(),
                 request_id: answered.request_id,
                 client_ip: peer.map(|p| p.ip()),
-                principal: None,
+                principal: answered.principal,
                 method,
                 operation: answered.operation,
                 route: Some(answered.route),

@@ -2,8 +2,10 @@
 //!
 //! Only the plainest requests qualify; everything else goes to Pingora, which is never
 //! wrong. The rules lean on the side of falling back: a header this lane does not know
-//! might change the answer (`Range`, `If-None-Match`, `Authorization`, framing), so any
-//! header outside a short list sends the request the long way.
+//! might change the answer (`Range`, `If-None-Match`, framing), so any
+//! header outside a short list sends the request the long way. `Authorization` is
+//! kept for [`super::Express`] to decide: without proxy auth it sends the request to
+//! Pingora too.
 
 /// Header fields beyond these send the request to Pingora.
 const MAX_FIELDS: usize = 16;
@@ -38,6 +40,8 @@ pub struct Request<'a> {
     accepts: usize,
     /// The client's `X-Request-Id`, when it is one the proxy keeps (short, printable).
     pub request_id: Option<&'a [u8]>,
+    /// The `Authorization` field (at most one), for the proxy's auth to decide.
+    pub authorization: Option<&'a [u8]>,
 }
 
 impl<'a> Request<'a> {
@@ -78,9 +82,11 @@ pub fn parse(head: &[u8]) -> Option<Request<'_>> {
         accept: [&[]; MAX_ACCEPT],
         accepts: 0,
         request_id: None,
+        authorization: None,
     };
     let mut hosts = 0;
     let mut ids = 0;
+    let mut authorizations = 0;
     for field in req.headers.iter() {
         let name = field.name.as_bytes();
         let value = field.value;
@@ -95,6 +101,9 @@ pub fn parse(head: &[u8]) -> Option<Request<'_>> {
         } else if name.eq_ignore_ascii_case(b"x-request-id") {
             ids += 1;
             out.request_id = kept_request_id(value);
+        } else if name.eq_ignore_ascii_case(b"authorization") {
+            authorizations += 1;
+            out.authorization = Some(value);
         } else if name.eq_ignore_ascii_case(b"connection") {
             if !value.eq_ignore_ascii_case(b"keep-alive") {
                 return None;
@@ -105,8 +114,9 @@ pub fn parse(head: &[u8]) -> Option<Request<'_>> {
             return None;
         }
     }
-    // Pingora takes the first of several `X-Request-Id`s; rare enough to leave to it.
-    (hosts == 1 && ids <= 1).then_some(out)
+    // Pingora takes the first of several `X-Request-Id`s (and `Authorization`s); rare
+    // enough to leave to it.
+    (hosts == 1 && ids <= 1 && authorizations <= 1).then_some(out)
 }
 
 /// What `proxy::ctx::request_id` keeps of a client's id: short printable ASCII.
@@ -164,7 +174,12 @@ mod tests {
             &[GET, "Host: a b"],
             &[GET, "Host: a", "Range: bytes=0-1"],
             &[GET, "Host: a", "If-None-Match: \"x\""],
-            &[GET, "Host: a", "Authorization: Bearer t"],
+            &[
+                GET,
+                "Host: a",
+                "Authorization: Bearer t",
+                "Authorization: Bearer u",
+            ],
             &[GET, "Host: a", "Content-Length: 0"],
             &[GET, "Host: a", "Transfer-Encoding: chunked"],
             &[GET, "Host: a", "Connection: close"],
@@ -199,6 +214,15 @@ mod tests {
         assert!(parse(&h).is_none());
         let h = head(&[GET, "Host: a"]);
         assert!(parse(&h[..h.len() - 2]).is_none());
+    }
+
+    #[test]
+    fn the_authorization_field_is_kept_for_the_proxy_auth_to_decide() {
+        let h = head(&[GET, "Host: a", "Authorization: Bearer t.u.v"]);
+        let r = parse(&h).expect("qualifies");
+        assert_eq!(r.authorization, Some(&b"Bearer t.u.v"[..]));
+        let h = head(&[GET, "Host: a"]);
+        assert_eq!(parse(&h).expect("qualifies").authorization, None);
     }
 
     #[test]

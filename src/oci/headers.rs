@@ -18,6 +18,8 @@ pub static OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
 pub static X_MARGO_POLICY_DENIED: HeaderName = HeaderName::from_static("x-margo-policy-denied");
 /// How the manifest cache answered (`miss`, `stale`; absent on a hit).
 pub static X_MARGO_CACHE: HeaderName = HeaderName::from_static("x-margo-cache");
+/// Which blob cache tier answered a hit (`memory`, `disk`).
+pub static X_MARGO_CACHE_TIER: HeaderName = HeaderName::from_static("x-margo-cache-tier");
 /// The chain of client addresses a request passed through.
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `http` or `https`, as the client reached the proxy.

@@ -89,14 +89,10 @@ pub async fn authorize(
         .map(|v| v.as_bytes());
     match auth.authorize(&req.method, &target, header).await {
         Ok(principal) => {
-            proxy.state.metrics.auth_decision(
-                "allow",
-                if principal.anonymous {
-                    "anonymous"
-                } else {
-                    "token"
-                },
-            );
+            proxy
+                .state
+                .metrics
+                .auth_decision("allow", principal.grant_reason());
             ctx.principal = Some(principal);
             Ok(false)
         }

@@ -615,6 +615,25 @@ pub fn repo_root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// An RS256 access token from the test key (`tests/fixtures/auth/rsa_private.pem`, whose
+/// public half configs pin as a static key), valid ten minutes: header `kid`, `iss`
+/// `https://idp.test`, `aud`, and `sub` and `groups: [group]` both `group`.
+pub fn mint_token(kid: &str, audience: &str, group: &str) -> String {
+    let pem = std::fs::read(repo_root().join("tests/fixtures/auth/rsa_private.pem")).expect("key");
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("rsa key");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some(kid.into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = serde_json::json!({
+        "iss": "https://idp.test", "aud": audience, "sub": group,
+        "exp": now + 600, "iat": now, "groups": [group],
+    });
+    jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+}
+
 /// A real OpenID provider (`oidc-provider` via `tests/oidc/provider.mjs`) on 127.0.0.1.
 pub struct Idp {
     pub info: serde_json::Value,

@@ -211,11 +211,11 @@ fn whole_head(head: &BlobHead) -> Option<HeaderMap> {
         HeaderValue::from_static(crate::oci::headers::API_VERSION_VALUE),
     );
     put(
-        HeaderName::from_static("x-margo-cache"),
+        crate::oci::headers::X_MARGO_CACHE.clone(),
         HeaderValue::from_static("hit"),
     );
     put(
-        HeaderName::from_static("x-margo-cache-tier"),
+        crate::oci::headers::X_MARGO_CACHE_TIER.clone(),
         HeaderValue::from_static("memory"),
     );
     Some(map)

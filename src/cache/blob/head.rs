@@ -113,8 +113,10 @@ impl BlobHead {
             crate::oci::headers::DOCKER_DISTRIBUTION_API_VERSION.as_str(),
             crate::oci::headers::API_VERSION_VALUE,
         )?;
-        resp.insert_header("X-Margo-Cache", "hit")?;
-        resp.insert_header("X-Margo-Cache-Tier", tier)?;
+        // Spelled as the per-thread front spells them (lowercase), so that a hit reads
+        // the same whichever tier answered it.
+        resp.insert_header(&crate::oci::headers::X_MARGO_CACHE, "hit")?;
+        resp.insert_header(&crate::oci::headers::X_MARGO_CACHE_TIER, tier)?;
         resp.insert_header(&REQUEST_ID_HEADER, request_id.clone())?;
         Ok(resp)
     }
