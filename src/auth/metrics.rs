@@ -15,8 +15,9 @@ pub struct Counters {
     pub introspection_calls: AtomicU64,
     /// Failed introspection calls.
     pub introspection_errors: AtomicU64,
-    /// Verified-token cache hits.
-    pub token_cache_hits: AtomicU64,
+    /// Verified-token cache hits: one per request with a known token, so counted per
+    /// thread ([`crate::shard`]).
+    pub token_cache_hits: crate::shard::Counter,
     /// Full validations (signature checked).
     pub token_validations: AtomicU64,
     /// Token endpoint exchanges at the IdP.
@@ -51,7 +52,7 @@ impl Counters {
             jwks_fetch_errors: r(&self.jwks_fetch_errors),
             introspection_calls: r(&self.introspection_calls),
             introspection_errors: r(&self.introspection_errors),
-            token_cache_hits: r(&self.token_cache_hits),
+            token_cache_hits: self.token_cache_hits.get(),
             token_validations: r(&self.token_validations),
             idp_exchanges: r(&self.idp_exchanges),
         }

@@ -48,15 +48,6 @@ impl Principal {
         scopes.iter().all(|s| self.permissions.allows(s))
     }
 
-    /// The `reason` label of an allowed request in `auth_decisions_total`.
-    pub fn grant_reason(&self) -> &'static str {
-        if self.anonymous {
-            "anonymous"
-        } else {
-            "token"
-        }
-    }
-
     /// A short, log-safe identifier (never a token): `sub`, else client id.
     pub fn display_name(&self) -> &str {
         if self.anonymous {

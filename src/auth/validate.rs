@@ -253,9 +253,7 @@ impl Validator {
 
     /// Counts a request answered with a cached verification.
     pub fn count_cache_hit(&self) {
-        self.counters
-            .token_cache_hits
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.counters.token_cache_hits.bump();
     }
 
     fn lookup(&self, key: &[u8; 32], now: u64) -> Option<Arc<Principal>> {

@@ -160,9 +160,7 @@ impl Express {
         self.state.metrics.express_answer();
         if let (Some(auth), Some(principal)) = (&self.state.auth, &answered.principal) {
             auth.count_cached_grant(principal);
-            self.state
-                .metrics
-                .auth_decision("allow", principal.grant_reason());
+            self.state.metrics.auth_granted(principal.anonymous);
         }
         let method = answered.method.http();
         self.state.metrics.observe_request(&RequestRecord {

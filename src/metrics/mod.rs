@@ -318,6 +318,9 @@ pub struct Metrics {
     /// and copied into `express_answers` when scraped.
     express_local: crate::shard::Counter,
     express_answers: IntCounter,
+    /// Allowed requests (with a token, anonymous), counted per thread as every pull
+    /// with auth on is one, and copied into `auth_decisions_total` when scraped.
+    auth_grants: [(crate::shard::Counter, &'static str); 2],
 
     upstream_errors: IntCounterVec,
     upstream_up: IntGaugeVec,
@@ -460,6 +463,10 @@ impl Metrics {
             cache_sync: Mutex::new(()),
             blob: blob::BlobMetrics::new(&mut b)?,
             express_local: crate::shard::Counter::default(),
+            auth_grants: [
+                (crate::shard::Counter::default(), "token"),
+                (crate::shard::Counter::default(), "anonymous"),
+            ],
             express_answers: b
                 .counter(
                     "express_answers_total",
@@ -670,10 +677,14 @@ impl Metrics {
             .inc();
     }
 
-    /// Records an auth decision (`result` e.g. `allow`/`deny`, `reason` e.g.
-    /// `no_token`, `expired`, `scope`).
-    pub fn auth_decision(&self, result: &'static str, reason: &'static str) {
-        self.auth.with_label_values(&[result, reason]).inc();
+    /// Records a refusal (`reason` e.g. `no_token`, `expired`, `scope`).
+    pub fn auth_denied(&self, reason: &'static str) {
+        self.auth.with_label_values(&["deny", reason]).inc();
+    }
+
+    /// Records an allowed request: `anonymous`, or with a token.
+    pub fn auth_granted(&self, anonymous: bool) {
+        self.auth_grants[usize::from(anonymous)].0.bump();
     }
 
     /// Records a JWKS fetch (`success`, `error`...).
@@ -756,20 +767,28 @@ impl Metrics {
         );
     }
 
-    /// Text exposition (format 0.0.4) for `/metrics`. Families without any
-    /// series yet still get their `# HELP`/`# TYPE` lines, so a scraper (and
-    /// the dashboard check) sees every family from the first scrape.
     /// Counts one answer of the express lane (`crate::express`).
     pub fn express_answer(&self) {
         self.express_local.bump();
     }
 
+    /// Text exposition (format 0.0.4) for `/metrics`. Families without any
+    /// series yet still get their `# HELP`/`# TYPE` lines, so a scraper (and
+    /// the dashboard check) sees every family from the first scrape.
     pub fn encode(&self) -> Result<String, MetricsError> {
         self.shards.flush();
         {
             let _guard = self.cache_sync.lock().unwrap_or_else(|p| p.into_inner());
-            let c = &self.express_answers;
-            c.inc_by(self.express_local.get().saturating_sub(c.get()));
+            let advance = |c: &IntCounter, total: u64| c.inc_by(total.saturating_sub(c.get()));
+            advance(&self.express_answers, self.express_local.get());
+            for (count, reason) in &self.auth_grants {
+                if count.get() > 0 {
+                    advance(
+                        &self.auth.with_label_values(&["allow", reason]),
+                        count.get(),
+                    );
+                }
+            }
         }
         let gathered = self.registry.gather();
         let mut buf = Vec::with_capacity(16 * 1024);

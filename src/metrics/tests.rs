@@ -121,7 +121,14 @@ fn decision_and_upstream_recorders() {
     m.set_upstream_up("hub", true);
     m.set_upstream_up("mirror", false);
     m.admission_decision("max-size", super::AdmissionDecision::Reject);
-    m.auth_decision("deny", "expired_token");
+    m.auth_denied("expired_token");
+    m.auth_granted(false);
+    m.auth_granted(false);
+    m.auth_granted(true);
+    // Grants counted on another thread (another shard) add up at the scrape.
+    std::thread::scope(|s| {
+        s.spawn(|| m.auth_granted(false));
+    });
     m.jwks_fetch("success");
     m.introspection("inactive");
     m.policy_decision("allow");
@@ -132,6 +139,8 @@ fn decision_and_upstream_recorders() {
         r#"margo_proxy_upstream_up{upstream="mirror"} 0"#,
         r#"margo_proxy_admission_decisions_total{decision="reject",rule="max-size"} 1"#,
         r#"margo_proxy_auth_decisions_total{reason="expired_token",result="deny"} 1"#,
+        r#"margo_proxy_auth_decisions_total{reason="token",result="allow"} 3"#,
+        r#"margo_proxy_auth_decisions_total{reason="anonymous",result="allow"} 1"#,
         r#"margo_proxy_jwks_fetches_total{result="success"} 1"#,
         r#"margo_proxy_introspection_requests_total{result="inactive"} 1"#,
         r#"margo_proxy_policy_decisions_total{outcome="allow"} 1"#,

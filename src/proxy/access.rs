@@ -89,15 +89,12 @@ pub async fn authorize(
         .map(|v| v.as_bytes());
     match auth.authorize(&req.method, &target, header).await {
         Ok(principal) => {
-            proxy
-                .state
-                .metrics
-                .auth_decision("allow", principal.grant_reason());
+            proxy.state.metrics.auth_granted(principal.anonymous);
             ctx.principal = Some(principal);
             Ok(false)
         }
         Err(e) => {
-            proxy.state.metrics.auth_decision("deny", e.reason());
+            proxy.state.metrics.auth_denied(e.reason());
             let rejection = auth.reject(&e);
             let mut resp = ResponseHeader::build(rejection.status.as_u16(), Some(6))?;
             for (name, value) in &rejection.headers {

@@ -110,7 +110,7 @@ async fn answer(
             {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    proxy.state.metrics.auth_decision("deny", e.reason());
+                    proxy.state.metrics.auth_denied(e.reason());
                     ctx.refusal = Some(format!("auth: {}", e.reason()));
                     let r = auth.reject(&e);
                     let code = if r.status.as_u16() == 403 {
