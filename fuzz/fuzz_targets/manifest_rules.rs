@@ -9,7 +9,9 @@ use margo_proxy::margo::validate::DescriptionLimits;
 
 fuzz_target!(|data: &[u8]| {
     let opts = ManifestOptions::default();
-    let reference = Reference::parse("1.0.0");
+    let Ok(reference) = Reference::parse("1.0.0") else {
+        return;
+    };
     for route in [RouteKind::App, RouteKind::Component, RouteKind::Passthrough] {
         let check = check_manifest(data, route, &reference, &opts);
         if let (Some(manifest), NextStep::Description(layer)) = (&check.manifest, &check.next) {

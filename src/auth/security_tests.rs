@@ -656,6 +656,65 @@ async fn verified_tokens_are_cached() {
     assert_eq!(c.token_cache_hits, 4);
 }
 
+/// The express lane's look grants only what `authorize` grants, and only from memory:
+/// a token is taken once `authorize` has verified it, never before; refusals, bad
+/// tokens and the token-less ping are left to `authorize`; nothing is counted.
+#[tokio::test]
+async fn cached_decisions_grant_only_what_authorize_granted_before() {
+    let a = auth();
+    let dev = rs256(&claims(json!({})));
+    let public = Target::Repository {
+        name: "public/tool",
+        mount_from: None,
+    };
+    let other = Target::Repository {
+        name: "apps/other/app",
+        mount_from: None,
+    };
+    let cached = |target: &Target<'_>, header: Option<&[u8]>| {
+        a.authorize_cached(&Method::GET, target, header)
+            .map(|p| p.anonymous)
+    };
+    // Not verified yet: the long way.
+    assert_eq!(cached(&PULL_ACME, Some(&bearer(&dev))), None);
+    assert_eq!(a.counters().token_validations, 0);
+    a.authorize(&Method::GET, &PULL_ACME, Some(&bearer(&dev)))
+        .await
+        .unwrap();
+    assert_eq!(cached(&PULL_ACME, Some(&bearer(&dev))), Some(false));
+    // Verified, but not for this repository, nor for a delete (it may pull and push).
+    assert_eq!(cached(&other, Some(&bearer(&dev))), None);
+    assert!(a
+        .authorize(&Method::GET, &other, Some(&bearer(&dev)))
+        .await
+        .is_err());
+    assert_eq!(
+        a.authorize_cached(&Method::DELETE, &PULL_ACME, Some(&bearer(&dev)))
+            .map(|p| p.anonymous),
+        None
+    );
+    // Anonymous pulls where configured, with no header, another scheme or the anonymous
+    // token; never elsewhere, never the ping.
+    assert_eq!(cached(&public, None), Some(true));
+    assert_eq!(cached(&public, Some(b"Basic dXNlcjpwYXNz")), Some(true));
+    let anon = bearer(crate::auth::ANONYMOUS_TOKEN);
+    assert_eq!(cached(&public, Some(&anon)), Some(true));
+    assert_eq!(cached(&PULL_ACME, None), None);
+    assert_eq!(cached(&Target::Base, None), None);
+    // A malformed token is refused by `authorize`, even where anonymous pull is allowed.
+    assert_eq!(cached(&public, Some(b"Bearer a b")), None);
+    // An expired token verified... cannot be: `authorize` refuses it, so it is never cached.
+    let expired = rs256(&claims(json!({"exp": now_unix() - 60})));
+    assert!(a
+        .authorize(&Method::GET, &PULL_ACME, Some(&bearer(&expired)))
+        .await
+        .is_err());
+    assert_eq!(cached(&PULL_ACME, Some(&bearer(&expired))), None);
+    // One validation, one cache hit (the refused pull of `other`): the looks counted nothing.
+    let c = a.counters();
+    assert_eq!((c.token_validations, c.token_cache_hits), (2, 1));
+}
+
 #[tokio::test]
 async fn x5c_chain_to_an_untrusted_root_is_refused() {
     let a = auth();
